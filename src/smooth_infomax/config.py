@@ -79,7 +79,7 @@ class LossConfig:
 
     beta: one value for every CNN module or a list with one value per CNN module (ignored for gim / cpc).
     kl_reduction: ``reference`` (sum over time, mean over batch and channels, as the paper's code) or
-        ``mean`` (mean over every element). See :func:`smooth_infomax.model.kl.kl_divergence`.
+        ``mean`` (mean over every element) or ``vae`` (sum over time and channels, mean over batch). See :func:`smooth_infomax.model.kl.kl_divergence`.
     window: InfoNCE sub-sampling window in frames (None: whole sequence).
     negative_sampling: ``reference`` (bank from all frames of the batch, as the paper's code) or ``batch``
         (a fresh uniform draw over the batch's frames for every row).
@@ -344,7 +344,7 @@ def validate(cfg: RunConfig) -> None:
     _check(len(betas) in (1, n_cnn), "loss.beta", f"give one value or one per CNN module ({n_cnn})")
     for b in betas:
         _check(math.isfinite(b) and b >= 0, "loss.beta", f"must be a finite number >= 0, got {b}")
-    _check(lo.kl_reduction in ("reference", "mean"), "loss.kl_reduction", "must be reference or mean")
+    _check(lo.kl_reduction in ("reference", "mean", "vae"), "loss.kl_reduction", "must be reference, mean or vae")
     _check(lo.prediction_steps >= 1, "loss.prediction_steps", "must be >= 1")
     _check(lo.negatives >= 1, "loss.negatives", "must be >= 1")
     _check(lo.window is None or lo.window > lo.prediction_steps, "loss.window",

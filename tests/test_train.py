@@ -1,0 +1,119 @@
+"""Training loop: runs, logs, resumes bit-identically, stops on non-finite losses, names bad input."""
+
+import csv
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from smooth_infomax.cli import main
+from smooth_infomax.config import load_config
+from smooth_infomax.errors import TrainingDiverged, UserError
+from smooth_infomax.train import load, train
+
+
+@pytest.fixture(scope="module")
+def audio_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("audio")
+    rng = np.random.default_rng(0)
+    t = np.arange(6400) / 16000
+    for i in range(10):
+        f0 = 120 + 15 * i
+        wave = 0.3 * np.sin(2 * np.pi * f0 * t * (1 + 0.2 * np.sin(2 * np.pi * 3 * t))) + 0.01 * rng.standard_normal(t.size)
+        sf.write(root / f"utt{i:02d}.wav", wave.astype(np.float32), 16000)
+    return root
+
+
+def tiny_config(data, **train):
+    return load_config({
+        "seed": 3,
+        "data": {"path": str(data), "layout": "folder", "crop": 3200, "random_crop": True},
+        "model": {"preset": "paper", "kind": "sim", "channels": 8, "gru_hidden": 8},
+        "loss": {"beta": 0.01, "prediction_steps": 4, "negatives": 5, "window": 64},
+        "train": {"epochs": 3, "batch_size": 4, "lr": 1e-3, "progress": False, "log_tensorboard": False, **train},
+    })
+
+
+def weights(run):
+    return {k: v.clone() for k, v in load(run).state_dict().items()}
+
+
+def test_train_writes_run_dir_and_metrics(tmp_path, audio_dir):
+    cfg = tiny_config(audio_dir)
+    summary = train(cfg, tmp_path / "run")
+    run = tmp_path / "run"
+    for name in ("config.yaml", "encoder.pt", "metrics.csv", "checkpoints/last.pt"):
+        assert (run / name).exists(), name
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    modules = {r["module"] for r in rows}
+    assert modules == {"module0", "module1", "module2", "gru"}
+    assert {r["split"] for r in rows} == {"train", "val"}
+    assert max(int(r["epoch"]) for r in rows) == 3
+    assert set(summary["val"]) == modules
+    enc = load(run)
+    out = enc.encode(torch.zeros(2, 1, 3200), mode="mean")
+    assert [o.shape[1] for o in out] == enc.frame_counts(3200)
+
+
+def test_resume_after_crash_is_bit_identical(tmp_path, audio_dir):
+    cfg = tiny_config(audio_dir)
+    train(cfg, tmp_path / "full")
+    crashed = train(cfg, tmp_path / "resumed", stop_after_steps=4)  # dies in the middle of epoch 2 (3 steps/epoch)
+    assert crashed == {"crashed_at_step": 4}
+    train(cfg, tmp_path / "resumed", resume=True)
+    a, b = weights(tmp_path / "full"), weights(tmp_path / "resumed")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ra = list(csv.DictReader(open(tmp_path / "full" / "metrics.csv")))
+    rb = list(csv.DictReader(open(tmp_path / "resumed" / "metrics.csv")))
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(ra) == strip(rb)
+
+
+def test_refuses_to_overwrite_without_resume(tmp_path, audio_dir):
+    cfg = tiny_config(audio_dir, epochs=1)
+    train(cfg, tmp_path / "run")
+    with pytest.raises(UserError, match="--resume"):
+        train(cfg, tmp_path / "run")
+
+
+def test_sequential_schedule_trains_each_module(tmp_path, audio_dir):
+    cfg = tiny_config(audio_dir, epochs=1, schedule="sequential")
+    summary = train(cfg, tmp_path / "run")
+    assert summary["epochs"] == 4
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    trained = [r["module"] for r in rows if r["split"] == "train"]
+    assert trained == ["module0", "module1", "module2", "gru"]
+
+
+def test_non_finite_loss_stops_with_step_and_module(tmp_path, audio_dir):
+    cfg = tiny_config(audio_dir, epochs=2, lr=1e30)
+    with pytest.raises(TrainingDiverged, match=r"step \d+ .*module"):
+        train(cfg, tmp_path / "run")
+
+
+def test_cli_train_and_resume_extend_epochs(tmp_path, audio_dir, capsys):
+    cfg_path = tmp_path / "c.yaml"
+    from smooth_infomax.config import save_config
+
+    save_config(tiny_config(audio_dir, epochs=1), cfg_path)
+    assert main(["train", "--config", str(cfg_path), "--out", str(tmp_path / "run")]) == 0
+    assert "trained 1 epochs" in capsys.readouterr().out
+    assert main(["train", "--out", str(tmp_path / "run"), "--resume", "--set", "train.epochs=2"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert max(int(r["epoch"]) for r in rows) == 2
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["train", "--config", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "nope.yaml" in err and "\n" not in err
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: {preset: paper}\ndata: {path: %s}\n" % (tmp_path / "missing"))
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "data.path" in err and "missing" in err
+    assert main(["train", "--config", str(cfg), "--set", "train.epochz=1", "--out", str(tmp_path / "r")]) == 2
+    assert "train.epochz" in capsys.readouterr().err
