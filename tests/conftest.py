@@ -1,0 +1,41 @@
+"""Shared test helpers: audio generated on the fly, and the location of the shared artificial speech dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+ARTIFICIAL_SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "artificial-speech"
+
+
+def make_wave(n: int, sample_rate: int = 16000, *, kind: str = "sine", seed: int = 0, channels: int = 1,
+              freq: float = 220.0, amplitude: float = 0.5) -> np.ndarray:
+    """A deterministic test signal: (n,) when mono, (n, channels) otherwise."""
+    t = np.arange(n) / sample_rate
+    cols = []
+    for c in range(channels):
+        if kind == "sine":
+            cols.append(amplitude * np.sin(2 * np.pi * freq * (c + 1) * t))
+        else:
+            cols.append(amplitude * np.random.default_rng([seed, c]).uniform(-1, 1, n))
+    x = np.stack(cols, axis=1).astype(np.float32)
+    return x[:, 0] if channels == 1 else x
+
+
+def write_audio(path: Path, n: int, sample_rate: int = 16000, **kwargs) -> Path:
+    """Write a test signal of ``n`` samples (format from the suffix: wav PCM_16, flac, ogg)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subtype = kwargs.pop("subtype", None)
+    sf.write(str(path), make_wave(n, sample_rate, **kwargs), sample_rate, subtype=subtype)
+    return path
+
+
+@pytest.fixture
+def artificial_root() -> Path:
+    if not (ARTIFICIAL_SPEECH / "reshuffledv2").is_dir():
+        pytest.skip(f"artificial speech dataset not found at {ARTIFICIAL_SPEECH}")
+    return ARTIFICIAL_SPEECH
