@@ -355,3 +355,31 @@ def test_eval_no_grad_validation_and_state_dict_roundtrip():
     enc.load_state_dict(sim.encoder.state_dict())
     copy = SmoothInfoMax(sim.encoder.config, LOSS)
     copy.load_state_dict(sim.state_dict())
+
+
+def test_input_norm_rms_makes_encoding_gain_invariant():
+    from smooth_infomax.config import model_config
+    from smooth_infomax.model import Encoder
+
+    cfg = model_config({"preset": "paper", "channels": 8, "gru_hidden": 8, "input_norm": "rms"})
+    torch.manual_seed(0)
+    enc = Encoder(cfg).eval()
+    wave = torch.randn(2, 1, 3200) * 0.05
+    a = enc.encode(wave, mode="mean")
+    b = enc.encode(wave * 20.0, mode="mean")
+    for x, y in zip(a, b):
+        assert torch.allclose(x, y, atol=1e-5)
+    raw = Encoder(model_config({"preset": "paper", "channels": 8, "gru_hidden": 8}))
+    raw.load_state_dict(enc.state_dict())
+    assert not torch.allclose(raw.eval().encode(wave)[0], raw.encode(wave * 20.0)[0])
+
+
+def test_logvar_bias_init_sets_the_initial_posterior_noise():
+    from smooth_infomax.config import model_config
+    from smooth_infomax.model import Encoder
+
+    enc = Encoder(model_config({"preset": "paper", "channels": 8, "gru_hidden": None, "logvar_bias_init": -4.0}))
+    for stage in enc.stages:
+        assert torch.equal(stage.logvar_head.bias.detach(), torch.full((8,), -4.0))
+    default = Encoder(model_config({"preset": "paper", "channels": 8, "gru_hidden": None}))
+    assert not torch.equal(default.stages[0].logvar_head.bias.detach(), torch.full((8,), -4.0))

@@ -61,6 +61,10 @@ class ModelConfig:
     modules: the conv modules, in order. ``gru_hidden`` adds a GRU module after them (None: no GRU).
     two_samples: SIM training draws two independent samples (predictor input and target), as the
         reference code does; False uses a single sample for both.
+    input_norm: ``none`` (the reference: raw waveform) or ``rms`` (each input scaled to unit RMS inside the
+        encoder, so every downstream use sees the same normalisation).
+    logvar_bias_init: initial bias of the log-variance heads (None: PyTorch's default init, as the reference);
+        a negative value starts SIM with small posterior noise, which lets short CPU runs learn.
     """
 
     kind: str = "sim"
@@ -71,6 +75,8 @@ class ModelConfig:
     two_samples: bool = True
     logvar_min: float = -15.0
     logvar_max: float = 10.0
+    input_norm: str = "none"
+    logvar_bias_init: Union[float, None] = None
 
 
 @dataclass
@@ -325,6 +331,7 @@ def validate(cfg: RunConfig) -> None:
     _check(len(m.modules) > 0, "model.modules", "needs at least one module")
     _check(m.gru_hidden is None or m.gru_hidden > 0, "model.gru_hidden", "must be positive or null")
     _check(m.logvar_min < m.logvar_max, "model.logvar_min", "must be below model.logvar_max")
+    _check(m.input_norm in ("none", "rms"), "model.input_norm", f"must be none or rms, got {m.input_norm!r}")
     if m.kind == "cpc":
         _check(m.gru_hidden is not None, "model.gru_hidden", "CPC needs a GRU (set gru_hidden, e.g. 256)")
     for i, mod in enumerate(m.modules):

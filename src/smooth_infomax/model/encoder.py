@@ -66,7 +66,8 @@ class Encoder(nn.Module):
         else:
             for i, spec in enumerate(cfg.modules):
                 stages.append(ConvModule(spec, 1 if i == 0 else C, C, cfg.batch_norm, logvar_head=True,
-                                         logvar_min=cfg.logvar_min, logvar_max=cfg.logvar_max))
+                                         logvar_min=cfg.logvar_min, logvar_max=cfg.logvar_max,
+                                         logvar_bias_init=cfg.logvar_bias_init))
             names = [f"module{i}" for i in range(len(cfg.modules))]
         if cfg.gru_hidden is not None:
             stages.append(GRUModule(C, cfg.gru_hidden))
@@ -171,6 +172,13 @@ class Encoder(nn.Module):
             return wave
         raise ValueError(f"expected a waveform batch (B, T) or (B, 1, T), got shape {tuple(wave.shape)}")
 
+    def prepare(self, wave: Tensor) -> Tensor:
+        """(B, T) or (B, 1, T) -> (B, 1, T), with the configured input normalisation (``model.input_norm``)."""
+        x = self.as_batch(wave)
+        if getattr(self.config, "input_norm", "none") == "rms":
+            x = x / x.pow(2).mean(dim=-1, keepdim=True).add(1e-10).sqrt().clamp_min(1e-4)
+        return x
+
     def encode(self, wave: Tensor, mode: Union[str, Sequence[str]] = "mean", return_stats: bool = False,
                upto: Union[int, str, None] = None,
                generator: Optional[torch.Generator] = None) -> list[Any]:
@@ -184,7 +192,7 @@ class Encoder(nn.Module):
         name). generator: the RNG for ``sample``. No gradient isolation here: gradients flow end to end.
         """
         modes = self._modes(mode)
-        x = self.as_batch(wave)
+        x = self.prepare(wave)
         last = len(self.stages) - 1 if upto is None else self.index_of(upto)
         counts = self.frame_counts(x.shape[-1])
         if min(counts[:last + 1]) < 1:

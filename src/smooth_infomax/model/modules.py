@@ -27,7 +27,8 @@ class ConvModule(nn.Module):
     """
 
     def __init__(self, spec: ModuleSpec, in_channels: int, channels: int, batch_norm: bool, *,
-                 logvar_head: bool = True, logvar_min: float = -15.0, logvar_max: float = 10.0):
+                 logvar_head: bool = True, logvar_min: float = -15.0, logvar_max: float = 10.0,
+                 logvar_bias_init: Optional[float] = None):
         super().__init__()
         self.spec = spec
         self.in_channels = in_channels
@@ -51,6 +52,8 @@ class ConvModule(nn.Module):
         self.mu_head = nn.Conv1d(channels, channels, spec.head_kernel, padding=spec.head_padding)
         self.logvar_head: Optional[nn.Conv1d] = (
             nn.Conv1d(channels, channels, spec.head_kernel, padding=spec.head_padding) if logvar_head else None)
+        if self.logvar_head is not None and logvar_bias_init is not None:
+            nn.init.constant_(self.logvar_head.bias, float(logvar_bias_init))
 
     def forward(self, x: Tensor, need_logvar: bool = True) -> tuple[Tensor, Optional[Tensor]]:
         """(B, C_in, T) -> mu (B, C, T'), logvar (B, C, T') or None."""

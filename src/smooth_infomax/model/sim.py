@@ -140,7 +140,7 @@ class SmoothInfoMax(nn.Module):
         crit: InfoNCE = self.criteria[i]  # type: ignore[assignment]
         name = self._names[i]
         if i == 0:
-            inputs = self.encoder.as_batch(inputs)
+            inputs = self.encoder.prepare(inputs)
         x = inputs.detach()
         if cfg.kind == "cpc":
             conv: ConvModule = self.encoder.stages[0]  # type: ignore[assignment]
@@ -184,7 +184,7 @@ class SmoothInfoMax(nn.Module):
     def _propagate(self, i: int, inputs: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         """What module ``i`` passes on during training, without its loss: (B, C, T) (no gradient needed)."""
         if i == 0:
-            inputs = self.encoder.as_batch(inputs)
+            inputs = self.encoder.prepare(inputs)
         stage = self.encoder.stages[i]
         if self.config.kind == "cpc":
             mu, _ = stage(inputs, need_logvar=False)
