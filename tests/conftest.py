@@ -39,3 +39,35 @@ def artificial_root() -> Path:
     if not (ARTIFICIAL_SPEECH / "reshuffledv2").is_dir():
         pytest.skip(f"artificial speech dataset not found at {ARTIFICIAL_SPEECH}")
     return ARTIFICIAL_SPEECH
+
+
+QUICK_OVERRIDES = ["train.epochs=6", "train.progress=false", "train.log_tensorboard=false", "model.channels=32",
+                   "model.gru_hidden=32"]
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory) -> Path:
+    """A small built-in synthetic dataset (160 words, 4 voices), generated once per test session."""
+    pytest.importorskip("espeakng_loader")
+    from smooth_infomax.data.synth import generate
+
+    return generate(tmp_path_factory.mktemp("synth") / "data", seed=0, n_words=160, n_voices=4)
+
+
+@pytest.fixture(scope="session")
+def quick_run(synth_data, tmp_path_factory) -> tuple[Path, Path]:
+    """(run_dir, data_dir): a SIM encoder trained briefly with configs/quick.yaml on the synthetic data."""
+    import torch
+
+    from smooth_infomax.config import load_config
+    from smooth_infomax.train import train
+
+    threads = torch.get_num_threads()
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "quick.yaml",
+                      [*QUICK_OVERRIDES, f"data.path={synth_data}"])
+    run = tmp_path_factory.mktemp("quick") / "sim"
+    try:
+        train(cfg, run)
+    finally:
+        torch.set_num_threads(threads)
+    return run, synth_data

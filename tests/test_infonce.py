@@ -166,3 +166,77 @@ def test_any_batch_size_and_errors():
         crit(torch.randn(2, 3, 4), torch.randn(2, 3, 4))
     with pytest.raises(ValueError, match="predictor"):
         crit(torch.randn(2, 11, 5), torch.randn(2, 11, 4))
+
+
+# ------------------------------------------------------------------------------------------------------
+# The implementations (banked, chunked, gather) against the per-step loop
+# ------------------------------------------------------------------------------------------------------
+
+IMPL_CASES = [("reference", "banked"), ("reference", "chunked"), ("reference", "gather"), ("batch", "chunked"),
+              ("batch", "gather")]
+
+
+@pytest.mark.parametrize("sampling,impl", IMPL_CASES)
+@pytest.mark.parametrize("B,T,window,K", [(2, 40, 16, 4), (3, 9, None, 8), (1, 13, 12, 11), (4, 25, 24, 1)])
+def test_every_impl_matches_loop(sampling, impl, B, T, window, K):
+    n_neg, D, C = 3, 5, 4
+    c, z, pred = _inputs(B, T, D, C, K, seed=B * 31 + T + K, bias=True)
+    sample = draw_infonce_sample(B, T, K, n_neg, window, sampling, torch.Generator().manual_seed(B + K))
+    fast = info_nce(c, z, pred, K, n_neg, window, sampling, sample=sample, impl=impl)
+    slow = info_nce_loop(c, z, pred, K, n_neg, window, sampling, sample=sample)
+    torch.testing.assert_close(fast.per_step_loss, slow.per_step_loss, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(fast.accuracy, slow.accuracy)
+    w = torch.linspace(0.5, 1.5, K, dtype=torch.float64)
+    params = [c, z, pred.weight, pred.bias]
+    grads_fast = torch.autograd.grad(fast.loss + (w * fast.per_step_loss).sum(), params)
+    grads_slow = torch.autograd.grad(slow.loss + (w * slow.per_step_loss).sum(), params)
+    for a, b in zip(grads_fast, grads_slow):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("impl", ["banked", "chunked"])
+def test_targets_without_gradient_and_shared_c_z(impl):
+    # GRU module: z is the detached input (no gradient); GIM: c and z are the same tensor
+    B, T, K, n = 2, 20, 3, 4
+    c, z, pred = _inputs(B, T, 6, 6, K, seed=4)
+    sample = draw_infonce_sample(B, T, K, n, 16, "reference", torch.Generator().manual_seed(2))
+    zd = z.detach()
+    fast = info_nce(c, zd, pred, K, n, 16, sample=sample, impl=impl)
+    slow = info_nce_loop(c, zd, pred, K, n, 16, sample=sample)
+    torch.testing.assert_close(torch.autograd.grad(fast.loss, c), torch.autograd.grad(slow.loss, c))
+    fast = info_nce(z, z, pred, K, n, 16, sample=sample, impl=impl)
+    slow = info_nce_loop(z, z, pred, K, n, 16, sample=sample)
+    torch.testing.assert_close(torch.autograd.grad(fast.loss, z), torch.autograd.grad(slow.loss, z))
+
+
+def test_gradcheck_banked_and_chunked_functions():
+    from smooth_infomax.model.infonce import _BankedLogits, _ChunkedLogits
+
+    g = torch.Generator().manual_seed(0)
+    B, L, D, C, K, n = 2, 6, 3, 2, 3, 2
+    R1 = B * (L - 1)
+    args = [torch.randn(B, L, D, generator=g, dtype=torch.float64, requires_grad=True),
+            torch.randn(K * C, D, generator=g, dtype=torch.float64, requires_grad=True),
+            torch.randn(K * C, generator=g, dtype=torch.float64, requires_grad=True),
+            torch.randn(B, L, C, generator=g, dtype=torch.float64, requires_grad=True)]
+    G = torch.randn(R1, n, C, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_BankedLogits.apply, (*args, G))
+    z_flat = torch.randn(B * L, C, generator=g, dtype=torch.float64, requires_grad=True)
+    idx = torch.randint(0, B * L, (K, R1, n), generator=g)
+    assert torch.autograd.gradcheck(_ChunkedLogits.apply, (*args, z_flat, idx))
+
+
+def test_impl_errors_and_module_setting():
+    c, z, pred = _inputs(2, 12, 3, 3, 2)
+    with pytest.raises(ValueError, match="impl"):
+        info_nce(c, z, pred, 2, 3, None, impl="fast")
+    with pytest.raises(ValueError, match="banked"):
+        info_nce(c, z, pred, 2, 3, None, "batch", impl="banked")
+    with pytest.raises(ValueError, match="impl"):
+        InfoNCE(3, 3, K=2, impl="nope")
+    crit = InfoNCE(3, 3, K=2, n_negatives=3, window=None, impl="gather").double()
+    sample = crit.draw(2, 12, torch.Generator().manual_seed(0))
+    a = crit(c, z, sample=sample)
+    crit.impl = "banked"
+    b = crit(c, z, sample=sample)
+    torch.testing.assert_close(a.per_step_loss, b.per_step_loss)

@@ -109,3 +109,132 @@ def fmt(x: Any, digits: int = 3) -> str:
     if isinstance(x, float):
         return f"{x:.{digits}g}" if abs(x) < 1e4 else f"{x:.3e}"
     return str(x)
+
+
+# --------------------------------------------------------------------------------------------------
+# The pipeline's report
+# --------------------------------------------------------------------------------------------------
+
+
+def _probe_table(probes: dict[str, Any]) -> str:
+    """One row per (task, model); one column per encoder output; accuracy mean ± std over seeds."""
+    outputs: list[str] = []
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for model, tasks in probes.items():
+        for task, res in tasks.items():
+            for kind, per_module in res["results"].items():
+                label = model if kind == "encoder" else f"random-init {model}" if kind == "random-init" else kind
+                for module, e in per_module.items():
+                    if module not in outputs:
+                        outputs.append(module)
+                    rows.setdefault((task, label), {})[module] = e
+    body = []
+    for (task, label), cells in sorted(rows.items()):
+        any_e = next(iter(cells.values()))
+        body.append([task, label, *[fmt_pct(cells[o]["accuracy_mean"], cells[o]["accuracy_std"]) if o in cells else "–"
+                                    for o in outputs], fmt_pct(any_e["chance"]), fmt_pct(any_e["majority"]),
+                     str(any_e["n_test"])])
+    return table(["task", "model", *outputs, "chance %", "majority %", "n test"], body)
+
+
+def _get(d: Any, *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def _analysis_rows(analyses: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for model, res in analyses.items():
+        for module, m in res.get("modules", {}).items():
+            g = m.get("gaussianity", {})
+            rows.append([model, module, fmt(_get(g, "active_dimensions")), fmt(_get(g, "kl_aggregate_posterior")),
+                         fmt(_get(m, "total_correlation", "gaussian_all_dims")),
+                         fmt(_get(m, "total_correlation", "knn_subsets_mean")),
+                         fmt(_get(m, "disentanglement", "mig")), fmt(_get(m, "disentanglement", "disentanglement")),
+                         fmt(_get(m, "disentanglement", "completeness")), fmt(_get(m, "disentanglement", "sap")),
+                         fmt(_get(m, "concentration", "participation_ratio")), fmt(_get(m, "concentration", "gini")),
+                         fmt(_get(m, "concentration", "dims_for_energy"))])
+    return rows
+
+
+def build_pipeline_report(out: Path, results: dict[str, Any], runs: dict[str, Path]) -> Path:
+    """Figures from the pipeline's outputs, then ``out/report.html``."""
+    import numpy as np
+    import yaml
+
+    from .analysis.plots import ics_curves, loss_curves, weight_density_plot
+
+    out = Path(out)
+    fig_dir = out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    sections: list[Section] = []
+
+    summary = [[name, results["configs"][name]["model"]["kind"], str(len(results["configs"][name]["model"]["modules"])),
+                str(results["configs"][name]["model"]["channels"]), str(results["configs"][name]["train"]["epochs"]),
+                str(results["configs"][name]["loss"]["beta"])] for name in runs]
+    sections.append(Section("Models", [table(["model", "kind", "CNN modules", "channels", "epochs", "beta"], summary)],
+                            note=f"Data: {results['data']} ({results['layout']} layout). Preset: {results['preset']}."))
+
+    curves = []
+    for name, run in runs.items():
+        png = fig_dir / f"loss_{name.lower()}.png"
+        loss_curves(run / "metrics.csv", png)
+        curves.append(figure(png, f"{name}: per-module InfoNCE, train and validation"))
+    sections.append(Section("Training", curves))
+
+    if results["probes"]:
+        sections.append(Section("Linear probes (accuracy %)", [_probe_table(results["probes"])], note="Mean ± std over seeds on the whole test split; features are "
+                                                   "posterior means, standardised with training-set statistics; "
+                                                   "time-mean pooling (phones: per 10 ms frame)."))
+
+    parts = []
+    if results["analysis"]:
+        parts.append(table(["model", "module", "active dims", "aggregate KL", "TC gauss (nats)", "TC kNN (nats)", "MIG",
+                            "DCI dis.", "DCI comp.", "SAP", "part. ratio", "Gini", "dims for 90%"],
+                           _analysis_rows(results["analysis"])))
+        modules = sorted({m for res in results["analysis"].values() for m in res.get("modules", {})})
+        for module in modules:
+            weights = {}
+            for name in runs:
+                path = out / "analysis" / name.lower() / "vowel_probe_weights.npz"
+                if path.exists():
+                    with np.load(path) as z:
+                        if module in z.files:
+                            weights[name] = z[module]
+            if weights:
+                png = fig_dir / f"weights_{module}.png"
+                weight_density_plot(weights, png, f"Vowel-probe weight density, {module}")
+                parts.append(figure(png, f"Bias-free vowel probe weights / max|w|, {module}: a peak at 0 means "
+                                         f"the vowel information sits in few dimensions"))
+        for name in runs:
+            adir = out / "analysis" / name.lower()
+            for png in sorted(adir.glob("histograms_*.png"))[-1:]:
+                parts.append(figure(png, f"{name}: latent histograms against N(0, 1), {png.stem.split('_', 1)[1]}"))
+            for png in sorted(adir.glob("tsne_*.png"))[-1:]:
+                parts.append(figure(png, f"{name}: t-SNE of time-mean latents by syllable, {png.stem.split('_', 1)[1]}"))
+    ics_data = {name: (d["ics"]["ds"], d["ics"]["relative"]) for name, d in results["decoders"].items() if d.get("ics")}
+    if ics_data:
+        png = fig_dir / "ics.png"
+        ics_curves(ics_data, png)
+        parts.append(figure(png, "Interpolation contribution score: relative error after replacing the top-d "
+                                 "dimensions (lower at small d = more concentrated)"))
+    sections.append(Section("Inside the representations", parts))
+
+    audio_parts = []
+    for name, d in results["decoders"].items():
+        ddir = out / "decoders" / name.lower()
+        audio_parts.append(f"<h3>{esc(name)} (decoder for module {d['module']}, {d['mode']} latents)</h3>")
+        for wav in sorted(ddir.glob("orig_*.wav"))[:2]:
+            audio_parts.append(audio(wav, f"original {wav.stem.split('_')[-1]}"))
+            audio_parts.append(audio(ddir / wav.name.replace("orig_", "recon_"), f"reconstruction {wav.stem.split('_')[-1]}"))
+        for kind, label in (("traversal", f"traversal of dim {d.get('traversal_dim')}"), ("interpolation", "interpolation"),
+                            ("partial", "partial interpolation (top C/8 dims)"), ("prior", "N(0, I) sample")):
+            for j, wav in enumerate(d["audio"].get(kind, [])):
+                audio_parts.append(audio(wav, f"{label} {j}"))
+    sections.append(Section("Listen", audio_parts))
+    sections.append(Section("Configuration", [pre(yaml.safe_dump(results["configs"], sort_keys=False))]))
+    return write_report(out / "report.html", "smooth-infomax report", sections,
+                        subtitle=f"preset {results['preset']}; SIM vs baselines on {results['layout']} data")

@@ -169,7 +169,9 @@ def info_nce(c: Tensor, z: Tensor, predictor: nn.Linear, K: int, n_negatives: in
     s, L = sample.start, sample.length
     dev = z.device
     N, R1 = B * T, B * (L - 1)
-    c_w, z_w = c[:, s:s + L], z[:, s:s + L]
+    # one copy into (B, L, .) row-major order: the per-step slices below are then cheap to read (the encoder
+    # hands over transposed conv outputs, whose per-step copies would otherwise be strided gathers)
+    c_w, z_w = c[:, s:s + L].contiguous(), z[:, s:s + L].contiguous()
     bank = sample.negatives.to(dev)
     n = bank.shape[0] if sample.scheme == "reference" else bank.shape[-1]
     if impl == "banked":

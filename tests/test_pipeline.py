@@ -1,0 +1,65 @@
+"""`smooth-infomax run`: every stage on a tiny preset, the report in a real browser, caching and resume."""
+
+import json
+import re
+
+import pytest
+
+from smooth_infomax.pipeline import PRESETS, Preset, run_pipeline
+
+TINY = Preset(models=PRESETS["quick"].models, synth={"n_words": 48, "n_voices": 2}, probe_seeds=2, probe_epochs=3,
+              decoder_epochs=1, ics_items=6, analysis_items=60)
+TINY_OVERRIDES = ["train.epochs=1", "model.channels=16", "model.gru_hidden=16", "train.log_tensorboard=false"]
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline(tmp_path_factory):
+    pytest.importorskip("espeakng_loader")
+    out = tmp_path_factory.mktemp("pipeline")
+    logs = []
+    results = run_pipeline("quick", out, overrides=TINY_OVERRIDES, preset=TINY, log=logs.append)
+    return out, results, logs
+
+
+def test_pipeline_writes_report_and_results(tiny_pipeline):
+    out, results, logs = tiny_pipeline
+    page = (out / "report.html").read_text()
+    assert len(re.findall(r"<audio ", page)) >= 3
+    assert len(re.findall(r"<img ", page)) >= 4
+    assert "figure not available" not in page and "audio not available" not in page
+    saved = json.loads((out / "results.json").read_text())
+    assert set(saved["probes"]) == {"SIM", "GIM"}
+    assert set(saved["probes"]["SIM"]) == {"vowel", "syllable", "consonant", "speaker", "phone"}
+    assert set(saved["analysis"]) == {"SIM", "GIM"}
+    assert saved["decoders"]["SIM"]["ics"]["relative"][-1] == 0
+    assert all(line.startswith("[run ]") for line in logs[:-1])
+
+
+def test_rerun_skips_finished_stages_and_redoes_missing_ones(tiny_pipeline):
+    out, _, _ = tiny_pipeline
+    (out / "stages" / "probe-gim-vowel.json").unlink()
+    logs = []
+    run_pipeline("quick", out, overrides=TINY_OVERRIDES, preset=TINY, log=logs.append)
+    ran = [line for line in logs if line.startswith("[run ]")]
+    assert ran == ["[run ] probe-gim-vowel"]
+    assert any(line.startswith("[skip] train-sim") for line in logs)
+
+
+def test_report_renders_in_headless_chromium(tiny_pipeline, tmp_path):
+    from test_report import _chromium, browser_check, screenshot_is_blank
+
+    if _chromium() is None:
+        pytest.skip("chromium is not installed (scripts/setup.sh installs it as root)")
+    out, _, _ = tiny_pipeline
+    result = browser_check(out / "report.html", tmp_path)
+    assert result["images"] and all(result["images"])
+    assert len(result["audios"]) >= 3 and all(result["audios"])
+    assert result["errors"] == [] and result["console"] == []
+    assert not screenshot_is_blank(result["screenshot"])
+
+
+def test_paper_presets_need_data(tmp_path):
+    from smooth_infomax.errors import UserError
+
+    with pytest.raises(UserError, match="needs --data"):
+        run_pipeline("thesis", tmp_path)

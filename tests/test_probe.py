@@ -1,0 +1,102 @@
+"""Linear probes: frame alignment, metrics, training, and the protocol end to end on synthetic speech."""
+
+import json
+
+import numpy as np
+import pytest
+
+from smooth_infomax.probe import (ProbeSettings, align_to_label_frames, evaluate, predict, subsample_per_class,
+                                  train_linear)
+from smooth_infomax.errors import UserError
+
+
+def test_alignment_identity_for_hop_160():
+    feats = np.arange(20, dtype=np.float32).reshape(10, 2)
+    assert np.array_equal(align_to_label_frames(feats, 160, 10), feats)
+    assert np.array_equal(align_to_label_frames(feats, 160, 7), feats[:7])
+
+
+def test_alignment_averages_finer_frames_and_picks_for_coarser():
+    feats = np.arange(16, dtype=np.float32)[:, None]  # hop 80: two frames per label frame
+    out = align_to_label_frames(feats, 80, 8)
+    assert out.shape == (8, 1) and np.allclose(out[:, 0], np.arange(8) * 2 + 0.5)
+    coarse = np.arange(5, dtype=np.float32)[:, None]  # hop 320: one frame covers two label frames
+    out = align_to_label_frames(coarse, 320, 10)
+    assert np.allclose(out[:, 0], [0, 0, 1, 1, 2, 2, 3, 3, 4, 4])
+
+
+def test_evaluate_accuracy_f1_confusion():
+    y = np.array([0, 0, 1, 1, 2, 2])
+    p = np.array([0, 1, 1, 1, 2, 0])
+    r = evaluate(y, p, 3)
+    assert r["accuracy"] == pytest.approx(4 / 6)
+    assert r["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    f1 = [2 * 0.5 * 0.5 / 1.0, 2 * (2 / 3) * 1 / (2 / 3 + 1), 2 * 1 * 0.5 / 1.5]
+    assert r["macro_f1"] == pytest.approx(np.mean(f1))
+
+
+def test_linear_probe_learns_separable_classes_and_is_seeded():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 10)) * 3
+    y = rng.integers(0, 3, 600)
+    x = (centres[y] + rng.normal(size=(600, 10))).astype(np.float32)
+    a = train_linear(x[:400], y[:400], 3, epochs=20, seed=1)
+    b = train_linear(x[:400], y[:400], 3, epochs=20, seed=1)
+    assert np.array_equal(a["weight"], b["weight"])
+    assert evaluate(y[400:], predict(a, x[400:]), 3)["accuracy"] > 0.9
+    nb = train_linear(x[:400], y[:400], 3, epochs=5, seed=1, bias=False)
+    assert np.all(nb["bias"] == 0)
+
+
+def test_subsample_per_class_counts():
+    y = np.repeat(np.arange(4), 50)
+    idx = subsample_per_class(y, 8, seed=0)
+    assert np.bincount(y[idx]).tolist() == [8, 8, 8, 8]
+
+
+def test_settings_reject_bad_combinations():
+    with pytest.raises(UserError, match="--pool none"):
+        ProbeSettings(task="phone", pool="mean").check()
+    with pytest.raises(UserError, match="--pool mean"):
+        ProbeSettings(task="vowel", pool="none").check()
+    with pytest.raises(UserError, match="not a probe task"):
+        ProbeSettings(task="tone").check()
+
+
+@pytest.mark.slow
+def test_trained_encoder_beats_random_init_on_vowels_and_phones(quick_run, tmp_path):
+    from smooth_infomax.probe import run_probe
+
+    run, data = quick_run
+    for task, pool in (("vowel", "mean"), ("phone", "none")):
+        res = run_probe(run, data, tmp_path, ProbeSettings(task=task, pool=pool, seeds=2, epochs=20),
+                        baselines=True)
+        enc, rnd = res["results"]["encoder"], res["results"]["random-init"]
+        best = max(e["accuracy_mean"] for e in enc.values())
+        best_random = max(e["accuracy_mean"] for e in rnd.values())
+        assert best > res["chance"] + 0.15, (task, best)
+        assert best > best_random, (task, best, best_random)
+        assert all(len(e["accuracies"]) == 2 and e["accuracy_std"] >= 0 for e in enc.values())
+        saved = json.loads((tmp_path / f"probe_{task}.json").read_text())
+        assert saved["results"]["log-mel"]["log-mel"]["n_test"] == enc[next(iter(enc))]["n_test"]
+        assert (tmp_path / f"probe_{task}.md").read_text().startswith(f"### {task} probe")
+
+
+def test_probe_cli_vowel_all_modules(quick_run, tmp_path, capsys):
+    from smooth_infomax.cli import main
+
+    run, data = quick_run
+    assert main(["probe", "--run", str(run), "--data", str(data), "--task", "vowel", "--module", "all", "--seeds", "2",
+                 "--epochs", "10", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "probe_vowel.json").read_text())
+    entries = res["results"]["encoder"]
+    assert set(entries) == {"module0", "module1", "module2", "gru"}
+    assert max(e["accuracy_mean"] for e in entries.values()) > 1 / 3 + 0.15
+    assert "| encoder | module0 |" in capsys.readouterr().out
+    # features are cached: a second call reuses them
+    cached = sorted(p.name for p in (tmp_path / "features").iterdir())
+    assert main(["probe", "--run", str(run), "--data", str(data), "--task", "vowel", "--module", "1", "--seeds", "1",
+                 "--epochs", "2", "--out", str(tmp_path)]) == 0
+    assert sorted(p.name for p in (tmp_path / "features").iterdir()) == cached
+    assert main(["probe", "--run", str(run), "--data", str(data), "--task", "vowel", "--module", "9",
+                 "--out", str(tmp_path)]) == 2
