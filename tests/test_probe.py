@@ -100,3 +100,17 @@ def test_probe_cli_vowel_all_modules(quick_run, tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "features").iterdir()) == cached
     assert main(["probe", "--run", str(run), "--data", str(data), "--task", "vowel", "--module", "9",
                  "--out", str(tmp_path)]) == 2
+
+
+def test_thesis_protocol_flatten_and_label_efficiency(quick_run, tmp_path):
+    from smooth_infomax.probe import run_probe
+
+    run, data = quick_run
+    res = run_probe(run, data, tmp_path, ProbeSettings(task="syllable", pool="flatten", seeds=1, epochs=3),
+                    modules=[2], label_efficiency=(1, 4))
+    entry = res["results"]["encoder"]["module2"]
+    assert list(res["results"]["encoder"]) == ["module2"]
+    assert entry["dim"] == 32 * 55  # 8800-sample syllables -> 55 frames x 32 channels (the quick_run fixture)
+    curve = entry["label_efficiency"]
+    assert [c["per_class"] for c in curve] == [1, 4]
+    assert all(0 <= c["accuracy_mean"] <= 1 for c in curve)

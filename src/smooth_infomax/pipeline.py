@@ -263,6 +263,10 @@ def decoder_stage(run_dir: Path, data_path: Path, out: Path, module: int, preset
             files["prior"].append(str(p))
     score = ics(decoder, latents, n_items=preset.ics_items, seed=0)
     score = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in score.items()}
+    from .analysis import ics_dims_to_reach
+
+    half = ics_dims_to_reach(score["ds"], score["relative"], level=0.5)
+    score["dims_to_half"] = None if half == float("inf") else float(half)
     atomic_write_json(out / "ics.json", score)
     return {"module": module, "mode": mode, "train": _jsonable(summary), "audio": files, "ics": score,
             "traversal_dim": dim}

@@ -217,6 +217,11 @@ def build_pipeline_report(out: Path, results: dict[str, Any], runs: dict[str, Pa
                 parts.append(figure(png, f"{name}: t-SNE of time-mean latents by syllable, {png.stem.split('_', 1)[1]}"))
     ics_data = {name: (d["ics"]["ds"], d["ics"]["relative"]) for name, d in results["decoders"].items() if d.get("ics")}
     if ics_data:
+        parts.append(table(["model", "module", "items", "E_max", "dims to halve the error", "area under relative curve"],
+                           [[name, str(d["module"]), str(d["ics"].get("n_items")), fmt(d["ics"].get("e_max")),
+                             fmt(d["ics"].get("dims_to_half")), fmt(d["ics"].get("auc"))]
+                            for name, d in results["decoders"].items() if d.get("ics")],
+                           caption="Interpolation contribution score (fewer dimensions / lower area = more concentrated)"))
         png = fig_dir / "ics.png"
         ics_curves(ics_data, png)
         parts.append(figure(png, "Interpolation contribution score: relative error after replacing the top-d "
