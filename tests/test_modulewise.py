@@ -165,3 +165,14 @@ def test_command_line(tmp_path, audio_dir, capsys):
     assert main(["--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "bad"),
                  "--set", "data.random_crop=true"]) == 2
     assert "data.random_crop" in capsys.readouterr().err
+
+
+def test_main_cli_has_train_modulewise(tmp_path, audio_dir, capsys):
+    from smooth_infomax.cli import main as cli_main
+    from smooth_infomax.config import save_config
+
+    save_config(tiny(audio_dir, epochs=1), tmp_path / "c.yaml")
+    assert cli_main(["train-modulewise", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"),
+                     "--cache", "memory"]) == 0
+    assert "trained 4 epochs" in capsys.readouterr().out
+    assert (tmp_path / "run" / "encoder.pt").exists()

@@ -3,6 +3,11 @@
 Every failure a user can fix (a missing, truncated, empty or non-audio file) is raised as
 :class:`~smooth_infomax.errors.AudioError` with a one-line message that starts with the file's path.
 
+Conversions: any number of channels is mixed to mono by their mean; every sample format (8/16/24/32-bit PCM,
+float, double) becomes float32 without clipping; other sample rates are resampled (soxr, HQ). A WAV whose data
+chunk declares fewer bytes than the file holds is read as declared (the rest is ignored); one that declares more
+is refused as truncated, as are sample rates outside :data:`SAMPLE_RATE_RANGE` (a damaged header).
+
 ``start`` and ``frames`` of :func:`read_audio` count samples at the *output* rate. Without resampling only
 the requested window is read from disk. With resampling, the source window that covers the request (plus a
 margin for the resampling filter, aligned so that output samples fall on the same time grid as a
@@ -33,6 +38,10 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
 #: extra output samples read on each side of a resampled window, so that the filter's edge effects stay outside
 RESAMPLE_MARGIN = 256
+
+#: sample rates (Hz) outside this range are refused as a damaged header: resampling 4000 frames "at 3 Hz" to
+#: 16 kHz would make 21 million samples out of a quarter second of audio
+SAMPLE_RATE_RANGE = (1000, 1_000_000)
 
 
 @dataclass(frozen=True)
@@ -141,6 +150,9 @@ def info(path: PathLike) -> AudioInfo:
         raise _fail(path, "holds no audio samples (empty or header-only file); re-export it or delete it")
     if meta.samplerate <= 0 or meta.channels <= 0:
         raise _fail(path, "has an invalid header (sample rate or channel count); re-export it")
+    if not SAMPLE_RATE_RANGE[0] <= meta.samplerate <= SAMPLE_RATE_RANGE[1]:
+        raise _fail(path, f"declares an implausible sample rate of {meta.samplerate} Hz (a damaged header?); "
+                          f"re-export it (rates from {SAMPLE_RATE_RANGE[0]} to {SAMPLE_RATE_RANGE[1]} Hz are read)")
     return AudioInfo(str(path), int(meta.frames), int(meta.samplerate), int(meta.channels), str(meta.format),
                      str(meta.subtype))
 

@@ -26,21 +26,36 @@ import torch
 from .errors import UserError
 
 
+def _write_error(path: Path, exc: OSError) -> UserError:
+    reason = exc.strerror or type(exc).__name__
+    return UserError(f"cannot write {path}: {reason}; free disk space or fix the permissions and re-run "
+                     f"(any previous version of the file is unchanged)")
+
+
 def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
+    """Write through ``write(fh)`` to a temporary file beside ``path``, fsync, then rename it over ``path``.
+
+    On any failure the temporary file is removed and ``path`` keeps its previous content; an OSError (a full
+    disk, a read-only folder) becomes a one-line UserError naming ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
     try:
         with os.fdopen(fd, mode) as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError):
+            raise _write_error(path, exc) from exc
         raise
 
 
@@ -80,6 +95,17 @@ def torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a damaged file
         raise UserError(f"{path} is not a readable checkpoint ({type(exc).__name__}); delete it and re-run the stage") from None
+
+
+def load_state(module: Any, state_dict: Any, path: str | Path) -> None:
+    """``module.load_state_dict(state_dict)`` with a one-line UserError naming ``path`` when the shapes or names
+    do not match (a config edited after the checkpoint was written, e.g. ``--set model.channels=...``)."""
+    try:
+        module.load_state_dict(state_dict)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        first = " ".join(str(exc).split())[:160]
+        raise UserError(f"{path} does not match the model the config describes ({first}); resume with the "
+                        f"config the run was trained with (its config.yaml), or start a new --out") from None
 
 
 def run_paths(run_dir: str | Path) -> dict[str, Path]:

@@ -18,6 +18,7 @@ from .errors import UserError
 COMMAND_MODULES = (
     "smooth_infomax.data.cli",
     "smooth_infomax.train",
+    "smooth_infomax.modulewise",
     "smooth_infomax.encode",
     "smooth_infomax.probe",
     "smooth_infomax.decoder",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -124,7 +125,11 @@ class DataConfig:
 class TrainConfig:
     """Optimisation. ``schedule``: ``joint`` (all modules at once, one backward) or ``sequential``
     (module by module, each for ``epochs`` epochs). ``lr_gamma``: ExponentialLR factor per epoch.
-    ``module_lr``: optional per-module learning rates (one per module, GRU included)."""
+    ``module_lr``: optional per-module learning rates (one per module, GRU included).
+    ``device_map``: module-parallel placement, one device per trained module (e.g. [cuda:0, cuda:0, cuda:1,
+    cuda:1]) or ``auto`` (spread over the visible GPUs); None keeps everything on ``device``.
+    ``precision``: ``fp32`` or ``bf16`` (autocast for the training forward pass). See
+    :mod:`smooth_infomax.distributed` (also for data-parallel training with torchrun)."""
 
     epochs: int = 10
     batch_size: int = 8
@@ -140,6 +145,8 @@ class TrainConfig:
     device: str = "auto"
     log_tensorboard: bool = True
     progress: bool = True
+    device_map: Union[list[str], str, None] = None
+    precision: str = "fp32"
 
 
 @dataclass
@@ -198,6 +205,16 @@ MODEL_PRESETS = {
 # --------------------------------------------------------------------------------------------------
 
 
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _number(value: Any) -> Any:
+    """``value`` as a float when it is a string spelling a plain number (YAML 1.1 leaves "1e-3" a string)."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -229,12 +246,14 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             return value
         raise ConfigError(f"config key '{key}': expected true or false, got {value!r}")
     if tp is int:
+        value = _number(value)
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
             raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
         return value
     if tp is float:
+        value = _number(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
         return float(value)
@@ -308,17 +327,25 @@ def _check(cond: bool, key: str, msg: str) -> None:
 
 
 def conv_out_length(length: int, kernel: int, stride: int, padding: int) -> int:
-    """floor((L + 2p - k) / s) + 1, the length after a Conv1d / MaxPool1d (0 if the input is too short)."""
+    """floor((L + 2p - k) / s) + 1, the length after a Conv1d / MaxPool1d (0 if the input is too short).
+
+    An empty input stays empty (torch cannot run a layer on it, whatever its padding)."""
+    if length < 1:
+        return 0
     return max(0, (length + 2 * padding - kernel) // stride + 1)
 
 
 def module_frame_counts(model: ModelConfig, n_samples: int) -> list[int]:
-    """Frames output by each conv module for an input of ``n_samples`` (the GRU keeps the last count)."""
+    """Frames output by each conv module for an input of ``n_samples`` (the GRU keeps the last count).
+
+    CPC is one end-to-end stack with a single head after the last module, so its other modules' heads are
+    skipped: the last count is the length of CPC's ``cnn`` output."""
     counts, length = [], n_samples
-    for mod in model.modules:
+    for i, mod in enumerate(model.modules):
         for layer in mod.layers:
             length = conv_out_length(length, layer.kernel, layer.stride, layer.padding)
-        length = conv_out_length(length, mod.head_kernel, 1, mod.head_padding)
+        if model.kind != "cpc" or i == len(model.modules) - 1:
+            length = conv_out_length(length, mod.head_kernel, 1, mod.head_padding)
         counts.append(length)
     return counts
 
@@ -330,7 +357,11 @@ def validate(cfg: RunConfig) -> None:
     _check(m.channels > 0, "model.channels", "must be positive")
     _check(len(m.modules) > 0, "model.modules", "needs at least one module")
     _check(m.gru_hidden is None or m.gru_hidden > 0, "model.gru_hidden", "must be positive or null")
+    _check(math.isfinite(m.logvar_min) and math.isfinite(m.logvar_max), "model.logvar_min",
+           "model.logvar_min and model.logvar_max must be finite numbers")
     _check(m.logvar_min < m.logvar_max, "model.logvar_min", "must be below model.logvar_max")
+    _check(m.logvar_bias_init is None or math.isfinite(m.logvar_bias_init), "model.logvar_bias_init",
+           "must be a finite number or null")
     _check(m.input_norm in ("none", "rms"), "model.input_norm", f"must be none or rms, got {m.input_norm!r}")
     if m.kind == "cpc":
         _check(m.gru_hidden is not None, "model.gru_hidden", "CPC needs a GRU (set gru_hidden, e.g. 256)")
@@ -344,6 +375,8 @@ def validate(cfg: RunConfig) -> None:
             _check(layer.kernel >= 1, f"{key}.kernel", "must be >= 1")
             _check(layer.stride >= 1, f"{key}.stride", "must be >= 1")
             _check(layer.padding >= 0, f"{key}.padding", "must be >= 0")
+            _check(layer.type != "maxpool" or layer.padding <= layer.kernel // 2, f"{key}.padding",
+                   f"a maxpool layer's padding must be at most half its kernel ({layer.kernel // 2})")
         _check(any(layer.type == "conv" for layer in mod.layers) or i > 0, f"model.modules[{i}].layers",
                "the first module needs a conv layer")
     n_cnn = len(m.modules)
@@ -371,19 +404,35 @@ def validate(cfg: RunConfig) -> None:
                f"{lo.prediction_steps + 1}; use a longer crop or fewer prediction steps")
     _check(t.epochs >= 0, "train.epochs", "must be >= 0")
     _check(t.batch_size >= 1, "train.batch_size", "must be >= 1")
-    _check(t.lr > 0, "train.lr", "must be positive")
+    _check(0 <= cfg.seed < 2**32, "seed", f"must be an integer from 0 to 2**32 - 1, got {cfg.seed}")
+    _check(math.isfinite(t.lr) and t.lr > 0, "train.lr", "must be a finite positive number")
+    _check(math.isfinite(t.weight_decay) and t.weight_decay >= 0, "train.weight_decay", "must be a finite number >= 0")
+    _check(t.max_steps_per_epoch is None or t.max_steps_per_epoch >= 1, "train.max_steps_per_epoch",
+           "must be >= 1 or null")
     _check(0 < t.lr_gamma <= 1, "train.lr_gamma", "must be in (0, 1]")
     n_mod = n_cnn + (1 if m.gru_hidden is not None and m.kind != "cpc" else 0)
     if m.kind == "cpc":
         n_mod = 1
     if t.module_lr is not None:
         _check(len(t.module_lr) == n_mod, "train.module_lr", f"needs one value per trained module ({n_mod})")
+        for v in t.module_lr:
+            _check(math.isfinite(v) and v > 0, "train.module_lr",
+                   f"learning rates must be finite and positive, got {v}")
     _check(t.schedule in ("joint", "sequential"), "train.schedule", "must be joint or sequential")
     _check(t.validate_every >= 1, "train.validate_every", "must be >= 1")
     _check(t.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
-    _check(t.grad_clip is None or t.grad_clip > 0, "train.grad_clip", "must be positive or null")
+    _check(t.grad_clip is None or (math.isfinite(t.grad_clip) and t.grad_clip > 0), "train.grad_clip",
+           "must be a finite positive number or null")
     _check(t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"), "train.device",
            "must be auto, cpu, cuda or cuda:N")
+    _check(t.precision in ("fp32", "bf16"), "train.precision", f"must be fp32 or bf16, got {t.precision!r}")
+    if isinstance(t.device_map, str):
+        _check(t.device_map == "auto", "train.device_map", f"must be auto or a list of devices, got {t.device_map!r}")
+    elif t.device_map is not None:
+        _check(len(t.device_map) == n_mod, "train.device_map", f"needs one device per trained module ({n_mod})")
+        for d in t.device_map:
+            _check(d in ("cpu", "cuda") or d.startswith("cuda:"), "train.device_map",
+                   f"devices must be cpu, cuda or cuda:N, got {d!r}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -422,14 +471,19 @@ def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
-def read_config_dict(path: str | Path) -> dict[str, Any]:
+def read_config_dict(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a YAML config, resolving ``base: other.yaml`` (relative to the file) recursively."""
     path = Path(path)
+    if path.resolve() in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, path.resolve()))
+        raise ConfigError(f"config key 'base': the configs include each other in a loop ({chain}); remove one base")
     data = _read_yaml(path)
     base = data.pop("base", None)
     if base is not None:
+        if not isinstance(base, str) or not base.strip():
+            raise ConfigError(f"config key 'base' in {path}: expected the path of another YAML file, got {base!r}")
         base_path = (path.parent / base).resolve()
-        data = deep_merge(read_config_dict(base_path), data)
+        data = deep_merge(read_config_dict(base_path, (*_seen, path.resolve())), data)
     return data
 
 
@@ -474,15 +528,25 @@ def load_config(source: str | Path | Mapping[str, Any] | RunConfig | None = None
     else:
         data = read_config_dict(source)
     if overrides:
-        # a preset must expand before overrides of its pieces (e.g. model.channels) apply
+        # a preset must expand before overrides of its pieces (e.g. model.channels) apply; an override of the
+        # preset itself replaces the file's preset first, as if the file had said it
+        presets = [o for o in overrides if parse_override(o)[0] == ["model", "preset"]]
         if isinstance(data.get("model"), Mapping):
-            data["model"] = _expand_model_preset(data["model"])
+            model = dict(data["model"])
+            for o in presets:
+                model["preset"] = parse_override(o)[1]
+            data["model"] = _expand_model_preset(model)
+            overrides = [o for o in overrides if o not in presets]
         data = apply_overrides(data, overrides)
     return build_config(data)
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    """Write ``cfg`` as YAML, atomically: a kill mid-write never leaves a truncated config that would load
+    with defaults in place of the lost keys."""
+    from .checkpoint import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def n_trained_modules(model: ModelConfig) -> int:

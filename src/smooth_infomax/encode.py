@@ -70,11 +70,19 @@ def register(subparsers: Any) -> None:
 
 
 def _cmd_encode(args: Any) -> int:
+    import math
+
     import numpy as np
 
     from .checkpoint import atomic_write_bytes
     from .train import load, run_config
 
+    seconds = args.max_seconds
+    if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+        raise UserError(f"--max-seconds must be a positive number of seconds, got {seconds}")
+    if Path(args.out).is_dir():
+        raise UserError(f"--out {args.out} is a folder; pass the .npz file to write, "
+                        f"e.g. {Path(args.out) / 'features.npz'}")
     cfg = run_config(args.run)
     encoder = load(args.run)
     files = list_audio(Path(args.input))

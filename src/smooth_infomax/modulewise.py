@@ -284,12 +284,10 @@ def train_modulewise(cfg: RunConfig, out_dir: str | Path, cache: str = "auto", *
     def frozen_output(i: int, x: Any, gen: Any) -> tuple[Any, Any]:
         """(mu or sample, logvar or None) of frozen module i for input x, conv layout (B, C, T)."""
         stage = sim.encoder.stages[i]
+        if cfg.model.kind == "cpc" or isinstance(stage, GRUModule) or not sampled:
+            return sim._propagate(i, x), None  # exactly what sequential training feeds the next module
         if i == 0:
-            x = sim.encoder.as_batch(x)
-        if cfg.model.kind == "cpc" or isinstance(stage, GRUModule):
-            return sim._propagate(i, x), None
-        if not sampled:
-            return sim._propagate(i, x), None
+            x = sim.encoder.prepare(x)  # (B, 1, T) with the configured input normalisation
         mu, logvar = stage(x, need_logvar=True)
         if resample:
             return mu, logvar

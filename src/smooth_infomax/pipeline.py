@@ -73,8 +73,13 @@ class Stages:
     def run(self, name: str, fn: Callable[[], Any]) -> Any:
         marker = self.dir / f"{name}.json"
         if marker.exists():
-            self.log(f"[skip] {name} (done)")
-            return json.loads(marker.read_text())["result"]
+            try:
+                done = json.loads(marker.read_text())["result"]
+            except (OSError, ValueError, KeyError, TypeError):  # damaged by hand or by a failing disk: redo it
+                self.log(f"[redo] {name} (its marker {marker} is unreadable)")
+            else:
+                self.log(f"[skip] {name} (done)")
+                return done
         self.log(f"[run ] {name}")
         t0 = time.time()
         result = fn()

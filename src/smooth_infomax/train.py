@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .checkpoint import atomic_torch_save, atomic_write_text, run_paths, torch_load
+from .checkpoint import atomic_torch_save, atomic_write_text, load_state, run_paths, torch_load
 from .config import RunConfig, load_config, n_trained_modules, save_config
 from .errors import ConfigError, TrainingDiverged, UserError
 
@@ -55,16 +55,22 @@ def data_view(cfg: RunConfig, layout: str) -> str | None:
     return "words" if layout == "artificial" else None
 
 
-def open_training_data(cfg: RunConfig) -> tuple[Any, Any]:
-    """(train, validation) datasets for pre-training, as the config describes."""
-    from .data import detect_layout, open_dataset
-
+def data_path(cfg: RunConfig) -> Path:
+    """``data.path``, checked to exist (ConfigError naming the key otherwise)."""
     if not cfg.data.path:
         raise ConfigError("config key 'data.path' is not set; pass --set data.path=DIR (or use a config that sets it)")
     path = Path(cfg.data.path)
     if not path.exists():
         raise ConfigError(f"config key 'data.path': {path} does not exist; generate data with "
                           f"'smooth-infomax data synth --out {path}' or point it at a dataset")
+    return path
+
+
+def open_training_data(cfg: RunConfig) -> tuple[Any, Any]:
+    """(train, validation) datasets for pre-training, as the config describes."""
+    from .data import detect_layout, open_dataset
+
+    path = data_path(cfg)
     layout = cfg.data.layout if cfg.data.layout != "auto" else detect_layout(path)
     common = dict(layout=layout, view=data_view(cfg, layout), sample_rate=cfg.data.sample_rate, crop=cfg.data.crop,
                   crop_grid=cfg.data.crop_grid, seed=cfg.seed, split_scheme=cfg.data.split_scheme,
@@ -167,6 +173,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False,
     import torch
     from torch.utils.data import DataLoader
 
+    from . import distributed as D
     from .data.records import collate
     from .model import SmoothInfoMax
 
@@ -174,15 +181,21 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False,
     paths = run_paths(out)
     if paths["checkpoint"].exists() and not resume:
         raise UserError(f"{out} already holds a training run; pass --resume to continue it or choose a new --out")
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, paths["config"])
+    data_path(cfg)  # a missing dataset fails before the run directory is created
+    dist, device = D.setup(resolve_device(cfg.train.device))  # torchrun: join the process group (else a no-op)
+    main = dist.is_main  # only rank 0 writes files and validates
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
 
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.train.device)
     train_set, val_set = open_training_data(cfg)
     n_mod = n_trained_modules(cfg.model)
 
     sim = SmoothInfoMax(cfg.model, cfg.loss).to(device)
+    device_map = D.resolve_device_map(cfg.train.device_map, n_mod)
+    if device_map is not None:
+        device = D.apply_device_map(sim, device_map)  # module i on device_map[i]; waves go to module 0's device
+    D.broadcast_module(sim, dist)
     lrs = cfg.train.module_lr or [cfg.train.lr] * n_mod
     optims = [torch.optim.Adam(sim.parameters_of(i), lr=lrs[i], weight_decay=cfg.train.weight_decay)
               for i in range(n_mod)]
@@ -193,7 +206,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False,
     global_step = 0
     if resume and paths["checkpoint"].exists():
         state = torch_load(paths["checkpoint"])
-        sim.load_state_dict(state["model"])
+        load_state(sim, state["model"], paths["checkpoint"])
         for o, s in zip(optims, state["optimizers"]):
             o.load_state_dict(s)
         for sch, s in zip(scheds, state["schedulers"]):
@@ -206,9 +219,11 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False,
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
+    if main:  # only once a resumed checkpoint is known to fit: a refused resume leaves config.yaml as it was
+        save_config(cfg, paths["config"])
 
     plan = _module_plan(cfg, n_mod)
-    tb = _TensorBoard(paths["tensorboard"], cfg.train.log_tensorboard)
+    tb = _TensorBoard(paths["tensorboard"], cfg.train.log_tensorboard and main)
     loader_kw = dict(batch_size=cfg.train.batch_size, collate_fn=collate, num_workers=cfg.data.num_workers,
                      persistent_workers=False)
     val_loader = DataLoader(val_set, shuffle=False, drop_last=False, **loader_kw)
@@ -221,25 +236,30 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False,
             if hasattr(train_set, "set_epoch"):
                 train_set.set_epoch(epoch)
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-            loader = DataLoader(train_set, shuffle=True, drop_last=False, generator=gen, **loader_kw)
+            loader = D.train_loader(train_set, gen, dist, **loader_kw)  # distributed: this rank's shares
+            if dist.enabled:  # per-process sampling noise and negatives, a function of (seed, rank, epoch)
+                torch.manual_seed(D.epoch_seed(cfg.seed, dist.rank, epoch))
             sim.train()
             stats = EpochStats.empty()
             active = range(n_mod) if train_modules is None else train_modules
-            bar = _progress(loader, cfg, f"epoch {epoch + 1}/{plan[-1][0] + 1}")
+            bar = _progress(loader, cfg, f"epoch {epoch + 1}/{plan[-1][0] + 1}") if main else loader
             for step_in_epoch, batch in enumerate(bar):
                 if cfg.train.max_steps_per_epoch is not None and step_in_epoch >= cfg.train.max_steps_per_epoch:
                     break
                 wave = batch["wave"].to(device)
-                losses = sim(wave, train_modules=train_modules)
+                with D.autocast(device, cfg.train.precision):
+                    losses = sim(wave, train_modules=train_modules)
+                scale = D.loss_scale(losses, wave.shape[0], dist, global_step + 1)  # 1.0 unless distributed
                 for ml in losses:
                     if not torch.isfinite(ml.loss):
                         raise TrainingDiverged(
                             f"non-finite loss at step {global_step + 1} (epoch {epoch + 1}) in module {ml.name}; "
                             f"the last good checkpoint is kept in {paths['checkpoint']}; lower train.lr or loss.beta")
-                total = sum(ml.loss for ml in losses)
+                total = sum(ml.loss.to(device) for ml in losses)
                 for i in active:
                     optims[i].zero_grad(set_to_none=True)
-                total.backward()
+                (total * scale if scale != 1.0 else total).backward()
+                D.allreduce_gradients([p for i in active for p in sim.parameters_of(i)], dist)
                 if cfg.train.grad_clip is not None:
                     for i in active:
                         torch.nn.utils.clip_grad_norm_(sim.parameters_of(i), cfg.train.grad_clip)
@@ -253,15 +273,17 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False,
                     raise _SimulatedCrash(global_step)
             for i in active:
                 scheds[i].step()
+            D.reduce_stats(stats, dist)
+            D.average_buffers(sim, dist)
             seconds = time.time() - t0
             rows = _rows(epoch, "train", stats.means(), optims, sim, seconds)
-            if (epoch + 1) % cfg.train.validate_every == 0 or plan_index == len(plan) - 1:
+            if main and ((epoch + 1) % cfg.train.validate_every == 0 or plan_index == len(plan) - 1):
                 last_val = _validate(sim, val_loader, device, cfg.seed, epoch, train_modules).means()
                 rows += _rows(epoch, "val", last_val, optims, sim, seconds)
             history.extend(rows)
             tb.log(rows)
             is_last = plan_index == len(plan) - 1
-            if (plan_index + 1) % cfg.train.checkpoint_every == 0 or is_last:
+            if main and ((plan_index + 1) % cfg.train.checkpoint_every == 0 or is_last):
                 _save_checkpoint(paths["checkpoint"], sim, optims, scheds, history, plan_index, global_step, device)
                 _write_metrics(paths["metrics"], history)
             if on_epoch is not None:
@@ -270,8 +292,11 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False,
         tb.close()
         return {"crashed_at_step": global_step}
     tb.close()
-    save_encoder(sim.encoder, cfg, paths["encoder"])
-    _write_metrics(paths["metrics"], history)
+    if main:
+        save_encoder(sim.encoder, cfg, paths["encoder"])
+        _write_metrics(paths["metrics"], history)
+    D.barrier(dist)
+    D.teardown(dist)
     summary = {"epochs": len(plan), "steps": global_step, "seconds": time.time() - t_start, "val": last_val}
     return summary
 
@@ -344,7 +369,7 @@ def load(run_dir: str | Path, device: str = "cpu") -> Any:
     elif paths["checkpoint"].exists():
         cfg = load_config(paths["config"])
         sim = SmoothInfoMax(cfg.model, cfg.loss)
-        sim.load_state_dict(torch_load(paths["checkpoint"])["model"])
+        load_state(sim, torch_load(paths["checkpoint"])["model"], paths["checkpoint"])
         encoder = sim.encoder
     else:
         raise UserError(f"{run_dir} holds no trained encoder (no encoder.pt or checkpoints/last.pt); "

@@ -269,6 +269,10 @@ class FolderDataset(AudioDataset):
         if "path" not in columns:
             raise DatasetError(f"manifest {manifest} needs a 'path' column in its header row (found: "
                                f"{', '.join(columns) or 'nothing'})")
+        for line, row in enumerate(rows, start=2):
+            if None in row:  # csv.DictReader files surplus cells under the key None
+                raise DatasetError(f"manifest {manifest} line {line} has more cells than the header row "
+                                   f"({len(columns)} columns); fix the row or quote cells that hold commas")
         rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in rows]
         self.has_split_column = "split" in columns
         label_cols = [c for c in columns if c not in ("path", "split") and c]

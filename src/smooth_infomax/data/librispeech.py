@@ -137,16 +137,25 @@ class PhoneFile:
     def count(self, utt_id: str) -> int:
         return self.offsets[utt_id][1]
 
-    def labels(self, utt_id: str) -> np.ndarray:
+    def labels(self, utt_id: str, n_classes: int | None = None) -> np.ndarray:
+        """The phone ids of ``utt_id``; with ``n_classes``, ids outside 0..n_classes-1 (and -1, "no label")
+        raise DatasetError naming the file and the utterance."""
         pos, _ = self.offsets[utt_id]
         with open(self.path, "rb") as fh:
             fh.seek(pos)
             parts = fh.readline().split()[1:]
         try:
-            return np.array([int(p) for p in parts], dtype=np.int64)
+            ids = np.array([int(p) for p in parts], dtype=np.int64)
         except ValueError:
             raise DatasetError(f"phone file {self.path}: the line of {utt_id} holds a non-integer label; "
                                f"fix the file") from None
+        if n_classes is not None:
+            bad = ids[(ids < -1) | (ids >= n_classes)]
+            if bad.size:
+                raise DatasetError(f"phone file {self.path}: the line of {utt_id} holds phone id {int(bad[0])}, "
+                                   f"outside 0..{n_classes - 1} ({n_classes} phone classes; list the names in "
+                                   f"{PHONE_NAMES_FILE} for another phone set); fix the file")
+        return ids
 
 
 class LibriSpeechDataset(AudioDataset):
@@ -282,7 +291,7 @@ class LibriSpeechDataset(AudioDataset):
     def _window_labels(self, index: int, offset: int, length: int) -> dict[str, Any]:
         if self.phone_file is None:
             return {}
-        labels = self.phone_file.labels(self.items[index].key)
+        labels = self.phone_file.labels(self.items[index].key, len(self.label_names["phones"]) or None)
         first, count = offset // self.hop, length // self.hop
         out = np.full(count, -1, dtype=np.int64)
         piece = labels[first: first + count]

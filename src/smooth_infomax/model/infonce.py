@@ -27,10 +27,19 @@ Gradients flow into c and into z (positives and negatives).
 
 Accuracy (per step) is the fraction of rows where the positive logit is strictly larger than the logit of
 every negative that is a *different* frame (a negative drawn at the positive's own frame is ignored).
+
+Implementations (:func:`info_nce` ``impl``; all give the same values, see docs/performance.md for timings):
+``banked`` (the default for ``reference`` sampling) uses that step k's row r reads bank position N - R_k + r:
+with q = r + B (k - 1) every step reads the same position q, so the bank rows are gathered once, (R_1, n, C),
+and all negative scores are one batched matmul of those rows with the K predictions that read them;
+``chunked`` (the default for ``batch`` sampling) works step by step with bounded memory; ``gather`` is the
+all-steps-at-once gather of B L_w K n C values. Under ``torch.autocast`` the scores are computed in the
+autocast dtype and the loss in float32.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import NamedTuple, Optional
 
@@ -174,16 +183,35 @@ def info_nce(c: Tensor, z: Tensor, predictor: nn.Linear, K: int, n_negatives: in
     c_w, z_w = c[:, s:s + L].contiguous(), z[:, s:s + L].contiguous()
     bank = sample.negatives.to(dev)
     n = bank.shape[0] if sample.scheme == "reference" else bank.shape[-1]
-    if impl == "banked":
-        neg_rows = bank[:, N - R1:].t()  # (R_1, n): bank position q, shared by every step
-        G = z.reshape(N, C).index_select(0, neg_rows.reshape(-1)).view(R1, n, C)
-        logits = _BankedLogits.apply(c_w, predictor.weight, predictor.bias, z_w, G)
-        neg_rows = neg_rows.unsqueeze(1)  # (R_1, 1, n)
-    else:
-        idx = _step_negatives(sample, B, T, K)  # (K, R_1, n), row q of step k (q >= B (k - 1))
-        logits = _ChunkedLogits.apply(c_w, predictor.weight, predictor.bias, z_w, z.reshape(N, C), idx)
-        neg_rows = idx.transpose(0, 1)  # (R_1, K, n)
+    weight, bias, z_flat = predictor.weight, predictor.bias, z.reshape(N, C)
+    amp = _autocast_dtype(dev)
+    if amp is not None:  # the custom functions run in one dtype: the autocast dtype (the loss is float32)
+        c_w, z_w, z_flat, weight = c_w.to(amp), z_w.to(amp), z_flat.to(amp), weight.to(amp)
+        bias = None if bias is None else bias.to(amp)
+    with torch.autocast(dev.type, enabled=False) if amp is not None else contextlib.nullcontext():
+        if impl == "banked":
+            neg_rows = bank[:, N - R1:].t()  # (R_1, n): bank position q, shared by every step
+            G = z_flat.index_select(0, neg_rows.reshape(-1)).view(R1, n, C)
+            logits = _BankedLogits.apply(c_w, weight, bias, z_w, G)
+            neg_rows = neg_rows.unsqueeze(1)  # (R_1, 1, n)
+        else:
+            idx = _step_negatives(sample, B, T, K)  # (K, R_1, n), row q of step k (q >= B (k - 1))
+            logits = _ChunkedLogits.apply(c_w, weight, bias, z_w, z_flat, idx)
+            neg_rows = idx.transpose(0, 1)  # (R_1, K, n)
+    if amp is not None:
+        logits = logits.float()
     return _finish(logits, neg_rows, B, T, s, L, K)
+
+
+def _autocast_dtype(device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype when autocast is on for ``device``'s type, else None."""
+    kind = device.type
+    try:
+        if torch.is_autocast_enabled(kind):
+            return torch.get_autocast_dtype(kind)
+    except (TypeError, RuntimeError):  # pragma: no cover - older torch or an unknown device type
+        return None
+    return None
 
 
 def _step_rows(B: int, L: int, K: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
