@@ -1,6 +1,7 @@
 """Build docs/results.md from the JSON under results/ (and, with --runs, first copy training summaries there).
 
-    python scripts/build_results.py --runs RUNS_DIR   # RUNS_DIR = the OUT of scripts/reproduce_thesis.sh
+    python scripts/build_results.py --runs RUNS_DIR   # RUNS_DIR = the OUT of scripts/reproduce.sh thesis
+    python scripts/build_results.py --paper-runs DIR  # DIR = the OUT of scripts/reproduce.sh paper
     python scripts/build_results.py                   # tables from results/ alone
 
 Every number in docs/results.md comes from a JSON file under results/; nothing is typed in by hand except the
@@ -18,6 +19,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "thesis"
+PAPER_RESULTS = ROOT / "results" / "paper"
 
 # RESULTS.md §1a (thesis-text/graphs/accuracies.tex) and §1b
 PUBLISHED = {("gim", "module0"): "53.68 ± 1.82", ("gim", "module1"): "30.09 ± 1.87",
@@ -29,28 +31,35 @@ PUBLISHED_EFFICIENCY = {  # RESULTS.md §1c, points per class 1..128
     ("sim", "module1"): [14.5, 20.0, 22.8, 29.0, 31.7, 35.4, 37.8, 41.7],
 }
 NAMES = {"gim": "GIM (beta 0, sampling)", "sim": "SIM / V-GIM (beta 0.0035)"}
+PAPER_NAMES = {"gim": "GIM (beta 0, mean)", "sim": "SIM (beta 0.01)", "cpc": "CPC (one module)"}
+# RESULTS.md §3 (author notebook, 4 runs, 1000 epochs, sampled latents, GRU context, 320-of-360 test files)
+PAPER_PUBLISHED = {"gim": ("50.00 ± 1.55", "95.24 ± 0.60"), "sim": ("44.53 ± 1.77", "92.58 ± 2.06"),
+                   "cpc": ("49.84 ± 5.33", "96.88 ± 0.85")}
 
 
-def copy_training_summaries(runs: Path) -> None:
+def copy_training_summaries(runs: Path, dest: Path | None = None, finished_only: bool = True) -> None:
+    dest = RESULTS if dest is None else dest
     for run in sorted(runs.glob("*/*-seed*")):
         metrics = run / "metrics.csv"
-        if not (run / "encoder.pt").exists() or not metrics.exists():
+        if (finished_only and not (run / "encoder.pt").exists()) or not metrics.exists():
             continue
         rows = list(csv.DictReader(metrics.open()))
         last_epoch = max(int(r["epoch"]) for r in rows)
         final = {r["module"]: {"infonce": float(r["infonce"]), "kl": float(r["kl"]), "accuracy": float(r["accuracy"])}
                  for r in rows if r["split"] == "val" and int(r["epoch"]) == last_epoch}
-        seconds = sum(float(r["seconds"]) for r in rows if r["split"] == "train")
-        out = RESULTS / run.parent.name / run.name
+        per_epoch = {int(r["epoch"]): float(r["seconds"]) for r in rows if r["split"] == "train"}  # one per epoch
+        seconds = sum(per_epoch.values())
+        out = dest / run.parent.name / run.name
         out.mkdir(parents=True, exist_ok=True)
         (out / "train.json").write_text(json.dumps({"epochs": last_epoch, "train_seconds": seconds,
                                                     "final_val": final}, indent=2) + "\n")
 
 
-def load_runs() -> dict[tuple[str, str], list[dict]]:
-    """(scheme, model) -> list of per-seed dicts {tag: json}."""
+def load_runs(root: Path | None = None) -> dict[tuple[str, str], list[dict]]:
+    """(scheme, model) -> list of per-seed dicts {tag: json} (default root: results/thesis)."""
+    root = RESULTS if root is None else root
     runs: dict[tuple[str, str], list[dict]] = {}
-    for d in sorted(RESULTS.glob("*/*-seed*")):
+    for d in sorted(root.glob("*/*-seed*")):
         model = d.name.split("-seed")[0]
         entry = {"seed": int(d.name.split("-seed")[1]), "dir": d}
         for f in d.glob("*.json"):
@@ -81,8 +90,8 @@ def build() -> str:
              "project's 2-core CPU box (no GPU); wall-clock below is training time as logged per epoch.", ""]
     lines += ["## Thesis scale (32 channels, 2 modules), artificial speech dataset", "",
               "Commands (all resumable):", "", "```bash",
-              "bash scripts/reproduce_thesis.sh DATA RUNS \"2 3 4\" \"reference leakage_free\"   # training",
-              "bash scripts/thesis_probes.sh DATA RUNS WORK                                   # probes -> results/",
+              "bash scripts/reproduce.sh thesis DATA RUNS \"2 3 4\" \"reference leakage_free\"   # training",
+              "bash scripts/probes.sh thesis DATA RUNS WORK                                   # probes -> results/",
               "python scripts/build_results.py --runs RUNS                                    # this page",
               "```", "",
               "Protocol: METHOD.md §2.3 / RESULTS.md §1 (800 epochs, Adam 0.01, γ 0.995, batch 171, K 12). GIM is the "
@@ -113,7 +122,7 @@ def build() -> str:
                 lines.append(f"| {NAMES[model]} | {module} (thesis module {int(module[-1]) + 1}) | {seed_mean(flat)} | "
                              f"{PUBLISHED[(model, module)] if scheme == 'reference' else '–'} | {seed_mean(mean)} | "
                              f"{seed_mean(vowel)} | "
-                             f"{np.mean(infonce):.3f} | {np.mean(secs) / 60:.0f} min |" if infonce else
+                             f"{_mean_of(infonce)} | {np.mean(secs) / 60:.0f} min |" if infonce else
                              f"| {NAMES[model]} | {module} | {seed_mean(flat)} | – | {seed_mean(mean)} | "
                              f"{seed_mean(vowel)} | – | – |")
         lines.append("")
@@ -133,17 +142,114 @@ def build() -> str:
             lines += ["Label efficiency (flattened syllable probe; ours, thesis value in parentheses):", "",
                       "| model | module | 1 | 2 | 4 | 8 | 16 | 32 | 64 | 128 |", "|---|---|---|---|---|---|---|---|---|---|",
                       *eff_rows, ""]
+    lines += interpretability_section(runs, NAMES, "Interpretability metrics, thesis scale")
+    lines += paper_section()
     return "\n".join(lines) + "\n"
+
+
+def _get(d: dict | None, *keys: str) -> float | None:
+    for k in keys:
+        if not isinstance(d, dict) or d.get(k) is None:
+            return None
+        d = d[k]
+    return float(d)
+
+
+def _mean_of(values: list[float | None], fmt: str = "{:.3f}") -> str:
+    v = [x for x in values if x is not None]
+    if not v:
+        return "–"
+    return fmt.format(np.mean(v)) + (f" ± {fmt.format(np.std(v))}" if len(v) > 1 else "")
+
+
+def interpretability_section(runs: dict, names: dict, title: str) -> list[str]:
+    """Concentration, Gaussianity, total correlation and disentanglement from each run's analysis.json."""
+    rows = []
+    for (scheme, model), entries in sorted(runs.items()):
+        entries = [e for e in entries if "analysis" in e]
+        if not entries:
+            continue
+        for module in entries[0]["analysis"]["modules"]:
+            ms = [e["analysis"]["modules"].get(module) for e in entries]
+            dim = next((m["dim"] for m in ms if m), None)
+            act = [_get(m, "gaussianity", "active_dimensions") for m in ms]
+            rows.append(f"| {scheme} | {names.get(model, model)} | {module} | {len(entries)} | "
+                        f"{_mean_of([_get(m, 'concentration', 'participation_ratio_fraction') for m in ms])} | "
+                        f"{_mean_of([_get(m, 'concentration', 'gini') for m in ms])} | "
+                        f"{_mean_of([_get(m, 'concentration', 'dims_for_energy') for m in ms], '{:.1f}')} | "
+                        f"{_mean_of(act, '{:.1f}')} / {dim} | "
+                        f"{_mean_of([_get(m, 'gaussianity', 'kl_aggregate_posterior') for m in ms], '{:.2f}')} | "
+                        f"{_mean_of([_get(m, 'total_correlation', 'gaussian_all_dims') for m in ms], '{:.2f}')} | "
+                        f"{_mean_of([_get(m, 'disentanglement', 'mig') for m in ms])} | "
+                        f"{_mean_of([_get(m, 'disentanglement', 'disentanglement') for m in ms])} |")
+    if not rows:
+        return []
+    return [f"### {title}", "",
+            "From `smooth-infomax analyze` on the 360 test syllables (`analysis.json` per run; mean ± std over "
+            "encoder seeds). Concentration: bias-free vowel probe on standardised time-mean latents; participation "
+            "ratio / D (lower = more concentrated), Gini of |w| (higher = more concentrated), dimensions holding "
+            "90% of the weight energy. Active dimensions: posterior-mean variance above 0.01. KL: aggregate "
+            "posterior to N(0, I), nats. TC: Gaussian total correlation of the frames (debiased), nats. MIG and "
+            "DCI disentanglement against consonant / vowel / position.", "",
+            "| split | model | module | seeds | PR / D | Gini | dims for 90% | active dims | KL agg. | TC | MIG | "
+            "DCI-D |", "|---|---|---|---|---|---|---|---|---|---|---|---|", *rows, ""]
+
+
+def paper_section() -> list[str]:
+    runs = load_runs(PAPER_RESULTS)
+    lines = ["## Paper scale (512 channels, 3 modules + GRU), artificial speech dataset", "",
+             "Commands (all resumable; `EPOCHS` is the target of one invocation, a later call continues):", "",
+             "```bash",
+             "bash scripts/reproduce.sh paper DATA RUNS 2 reference EPOCHS \"gim sim cpc\"   # training",
+             "bash scripts/probes.sh paper DATA RUNS WORK                                   # probes + analysis",
+             "python scripts/build_results.py --paper-runs RUNS                             # this page",
+             "```", "",
+             "Protocol: METHOD.md §2.1 / RESULTS.md §2-3: 512 channels, no BatchNorm, Adam 2e-4 constant, batch 64, "
+             "K 12, 10 negatives, window 128, the first 10240 samples of every word; the paper trains **1000 "
+             "epochs**. Probes: the paper's protocol (time-mean of every module's posterior mean, head with bias, "
+             "Adam 1e-3, 50 epochs, batch 64), 3 probe seeds, on the whole fixed test split (360 syllables); the "
+             "published values used sampled latents of the GRU and 320 of the 360 test files.", ""]
+    if not runs:
+        return lines + ["No paper-scale runs yet.", ""]
+    lines += ["| split | model | epochs | module | final val InfoNCE | syllables % | random-init % | log-mel % | "
+              "vowels % | published syllables / vowels (GRU, 1000 epochs) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for (scheme, model), entries in sorted(runs.items()):
+        for e in entries:
+            tr = e.get("train", {})
+            syl = e.get("syllable-mean", {}).get("results", {})
+            vow = e.get("vowel-mean", {}).get("results", {})
+            for module in syl.get("encoder", {}):
+                acc = lambda r, m=module: (f"{100 * r[m]['accuracy_mean']:.1f} ± {100 * r[m]['accuracy_std']:.1f}"
+                                          if r and m in r else "–")  # noqa: E731
+                logmel = syl.get("log-mel", {})
+                lm = next(iter(logmel.values()))["accuracy_mean"] * 100 if logmel else None
+                val = tr.get("final_val", {}).get(module, {}).get("infonce")
+                pub = PAPER_PUBLISHED.get(model, ("–", "–")) if module == "gru" else ("", "")
+                lines.append(f"| {scheme} | {PAPER_NAMES.get(model, model)} (seed {e['seed']}) | {tr.get('epochs', '–')} | "
+                             f"{module} | {'–' if val is None else f'{val:.3f}'} | {acc(syl.get('encoder'))} | "
+                             f"{acc(syl.get('random-init'))} | {'–' if lm is None else f'{lm:.1f}'} | "
+                             f"{acc(vow.get('encoder'))} | {' / '.join(pub) if pub[0] else ''} |")
+    secs = [e["train"]["train_seconds"] / max(e["train"]["epochs"], 1) for es in runs.values() for e in es
+            if "train" in e]
+    if secs:
+        lines += ["", f"Training time on this machine: {np.mean(secs) / 60:.1f} min per epoch (mean over runs; "
+                      "one thread while other jobs shared the two cores)."]
+    lines.append("")
+    return lines + interpretability_section(runs, PAPER_NAMES, "Interpretability metrics, paper scale")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--runs", type=Path, help="training runs to summarise into results/ first")
+    ap.add_argument("--paper-runs", type=Path, help="paper-scale runs to summarise into results/paper first")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results.md")
     ap.add_argument("--append", type=Path, help="a hand-written discussion to append (Markdown)")
     args = ap.parse_args()
     if args.runs:
         copy_training_summaries(args.runs)
+    if args.paper_runs:  # paper-scale runs are summarised while they are still short of 1000 epochs
+        copy_training_summaries(args.paper_runs, PAPER_RESULTS, finished_only=False)
     text = build()
     if args.append and args.append.exists():
         text += "\n" + args.append.read_text()

@@ -114,3 +114,27 @@ def test_thesis_protocol_flatten_and_label_efficiency(quick_run, tmp_path):
     curve = entry["label_efficiency"]
     assert [c["per_class"] for c in curve] == [1, 4]
     assert all(0 <= c["accuracy_mean"] <= 1 for c in curve)
+
+
+def test_feature_cache_follows_the_weights(quick_run, tmp_path):
+    """Probing the same run directory after its encoder changed (trained further) must re-encode."""
+    import shutil
+
+    import torch
+
+    from smooth_infomax.probe import run_probe
+
+    run, data = quick_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    settings = ProbeSettings(task="vowel", seeds=1, epochs=2)
+    run_probe(copy, data, tmp_path / "out", settings, modules=[0])
+    first = sorted(p.name for p in (tmp_path / "out" / "features").iterdir())
+    run_probe(copy, data, tmp_path / "out", settings, modules=[0])
+    assert sorted(p.name for p in (tmp_path / "out" / "features").iterdir()) == first  # unchanged weights: reused
+    state = torch.load(copy / "encoder.pt", weights_only=False)
+    state["state_dict"] = {k: v * 1.5 if v.is_floating_point() else v for k, v in state["state_dict"].items()}
+    torch.save(state, copy / "encoder.pt")
+    run_probe(copy, data, tmp_path / "out", settings, modules=[0])
+    after = sorted(p.name for p in (tmp_path / "out" / "features").iterdir())
+    assert len(after) == len(first) + 2 and set(first) < set(after)  # new train + test encodings

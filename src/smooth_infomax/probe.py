@@ -222,6 +222,16 @@ def log_mel_features(dataset: Any, task: str, pool: str) -> dict[str, Any]:
     return {"features": [np.concatenate(feats)], "labels": np.concatenate(labels), "names": ["log-mel"]}
 
 
+def weights_fingerprint(module: Any) -> str:
+    """A short hash of a module's parameters and buffers, so cached features follow the weights: probing a run
+    again after it trained further (same run directory) re-encodes instead of reusing stale features."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def _cache_key(parts: Sequence[Any]) -> str:
     return hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).hexdigest()[:16]
 
@@ -376,7 +386,7 @@ def run_probe(run_dir: str | Path, data_path: str | Path, out_dir: str | Path, s
     def feats(enc: Any, tag: str, split: str, ds: Any) -> dict[str, Any]:
         unit = "syllables" if settings.task in SYLLABLE_TASKS else settings.task  # one encoding per item set
         k = _cache_key([Path(run_dir).resolve(), Path(data_path).resolve(), unit, settings.mode,
-                        settings.pool, split, tag, split_scheme])
+                        settings.pool, split, tag, split_scheme, weights_fingerprint(enc)])
         return cached(out / "features" / f"{tag}_{unit}_{split}_{k}.npz",
                       lambda: extract_features(enc, ds, settings.task, settings.pool, mode=settings.mode,
                                                device=device), task=settings.task)
