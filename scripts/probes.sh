@@ -6,7 +6,9 @@
 #           vowel-max-nobias (the thesis vowel probe: max-pooled over time, no bias);
 #   paper:  syllable-mean with random-init and log-mel baselines, vowel-mean (the paper's protocol: time-mean of
 #           every module's posterior mean, bias, Adam 1e-3, 50 epochs, batch 64, 3 probe seeds);
-#   both:   analysis.json (concentration, Gaussianity, total correlation, disentanglement on the test syllables).
+#   both:   analysis.json (concentration, Gaussianity, total correlation, disentanglement on the test syllables);
+#   thesis: ics.json (log-mel decoder of module 2, 100 epochs, then the interpolation contribution score) for the
+#           splits in ICS_SCHEMES (default: reference).
 # A run that trained further since it was last probed is probed again.
 # Usage: bash scripts/probes.sh thesis|paper DATA RUNS WORK
 set -euo pipefail
@@ -33,6 +35,16 @@ for run in "$RUNS"/*/*-seed*; do
   else
     probe syllable-mean --task syllable --pool mean --epochs 50 --batch-size 64 --seeds 3 --baselines
     probe vowel-mean --task vowel --pool mean --epochs 50 --batch-size 64 --seeds 3
+  fi
+  # thesis scale: a log-mel decoder of the last module (as the thesis: 100 epochs) and its interpolation
+  # contribution score on the test words (a seeded subset of 4000 ordered pairs); ICS_SCHEMES picks the splits
+  if [ "$SCALE" = thesis ] && [[ " ${ICS_SCHEMES:-reference} " == *" $scheme "* ]] && [ ! -f "$res/ics.json" ]; then
+    [ -f "$work/decoder/decoder.pt" ] ||
+      .venv/bin/smooth-infomax decoder train --run "$run" --data "$DATA" --module 1 --loss mel --epochs 100 \
+        --out "$work/decoder" >/dev/null
+    .venv/bin/smooth-infomax ics --run "$run" --decoder "$work/decoder/decoder.pt" --data "$DATA" --split test \
+      --max-pairs 4000 --out "$work/ics" >/dev/null
+    cp "$work/ics/ics.json" "$res/ics.json"
   fi
   if [ ! -f "$res/analysis.json" ]; then
     .venv/bin/smooth-infomax analyze --run "$run" --data "$DATA" --out "$work/analysis" --no-tsne >/dev/null

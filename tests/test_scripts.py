@@ -44,6 +44,9 @@ def test_results_page_aggregates_encoder_seeds(tmp_path, monkeypatch):
         (d / "analysis.json").write_text(json.dumps({"modules": {"module0": {
             "dim": 32, "concentration": {"participation_ratio_fraction": 0.2 + seed / 100, "gini": 0.5},
             "gaussianity": {"active_dimensions": 30}, "disentanglement": {"mig": 0.1, "disentanglement": 0.2}}}}))
+    for seed, rel in ((2, [0.9, 0.5, 0.0]), (3, [0.7, 0.3, 0.0])):
+        (tmp_path / "thesis" / "reference" / f"gim-seed{seed}" / "ics.json").write_text(json.dumps(
+            {"ds": [2, 16, 32], "relative": rel, "e_max": 1e-3}))
     p = tmp_path / "paper" / "reference" / "sim-seed2"
     p.mkdir(parents=True)
     (p / "syllable-mean.json").write_text(json.dumps(_probe_json({"gru": 0.25})))
@@ -57,6 +60,7 @@ def test_results_page_aggregates_encoder_seeds(tmp_path, monkeypatch):
     assert "| reference | SIM (beta 0.01) (seed 2) | 6 | gru | – | 25.0 ± 1.0 |" in page
     assert "| 50.0 |" in page and "44.53 ± 1.77 / 92.58 ± 2.06" in page
     assert "Split `leakage_free`: no finished runs yet" in page
+    assert "| reference | GIM (beta 0, sampling) | 2 | 0.800 ± 0.100 | 0.400 ± 0.100 | 0.000 ± 0.000 | 0.001 |" in page
 
 
 def test_reproduce_thesis_one_epoch_then_skips(tmp_path, artificial_root):
