@@ -32,6 +32,13 @@ def _write_error(path: Path, exc: OSError) -> UserError:
                      f"(any previous version of the file is unchanged)")
 
 
+def _umask() -> int:
+    """The process umask (read by setting and restoring it; there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
     """Write through ``write(fh)`` to a temporary file beside ``path``, fsync, then rename it over ``path``.
 
@@ -44,6 +51,7 @@ def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
     except OSError as exc:
         raise _write_error(path, exc) from exc
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; results are ordinary files
         with os.fdopen(fd, mode) as fh:
             write(fh)
             fh.flush()
