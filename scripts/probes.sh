@@ -7,8 +7,13 @@
 #   paper:  syllable-mean with random-init and log-mel baselines, vowel-mean (the paper's protocol: time-mean of
 #           every module's posterior mean, bias, Adam 1e-3, 50 epochs, batch 64, 3 probe seeds);
 #   both:   analysis.json (concentration, Gaussianity, total correlation, disentanglement on the test syllables);
-#   thesis: ics.json (log-mel decoder of module 2, 100 epochs, then the interpolation contribution score) for the
-#           splits in ICS_SCHEMES (default: reference).
+#   both:   ics.json: a decoder, then the interpolation contribution score on the test words (a seeded subset of
+#           ICS_PAIRS ordered pairs, default 4000), for the splits in ICS_SCHEMES (default: reference) and the models
+#           in ICS_MODELS (default: gim sim);
+#           thesis: log-mel decoder of module 2 (index 1), DECODER_EPOCHS default 100 (as the thesis);
+#           paper:  waveform-MSE decoder of the last conv module (index 2), DECODER_EPOCHS default 200 (as the paper).
+# STAGES (default "probes ics analysis") picks what to run, so two invocations can share the cores, e.g.
+#   STAGES="probes analysis" bash scripts/probes.sh ... &  STAGES=ics bash scripts/probes.sh ...
 # A run that trained further since it was last probed is probed again.
 # Usage: bash scripts/probes.sh thesis|paper DATA RUNS WORK
 set -euo pipefail
@@ -28,25 +33,35 @@ for run in "$RUNS"/*/*-seed*; do
     .venv/bin/smooth-infomax probe --run "$run" --data "$DATA" --split-scheme "$scheme" --out "$work/$tag" "$@" >/dev/null
     cp "$work/$tag/"probe_*.json "$res/$tag.json"
   }
-  if [ "$SCALE" = thesis ]; then
+  stage() { [[ " ${STAGES:-probes ics analysis} " == *" $1 "* ]]; }
+  model=${name%-seed*}
+  if stage probes && [ "$SCALE" = thesis ]; then
     probe syllable-flatten --task syllable --pool flatten --epochs 100 --batch-size 171 --seeds 5 --label-efficiency
     probe syllable-mean --task syllable --pool mean --epochs 50 --seeds 5
     probe vowel-max-nobias --task vowel --pool max --no-bias --epochs 100 --batch-size 171 --seeds 5
-  else
+  elif stage probes; then
     probe syllable-mean --task syllable --pool mean --epochs 50 --batch-size 64 --seeds 3 --baselines
     probe vowel-mean --task vowel --pool mean --epochs 50 --batch-size 64 --seeds 3
   fi
-  # thesis scale: a log-mel decoder of the last module (as the thesis: 100 epochs) and its interpolation
-  # contribution score on the test words (a seeded subset of 4000 ordered pairs); ICS_SCHEMES picks the splits
-  if [ "$SCALE" = thesis ] && [[ " ${ICS_SCHEMES:-reference} " == *" $scheme "* ]] && [ ! -f "$res/ics.json" ]; then
-    [ -f "$work/decoder/decoder.pt" ] ||
-      .venv/bin/smooth-infomax decoder train --run "$run" --data "$DATA" --module 1 --loss mel --epochs 100 \
-        --out "$work/decoder" >/dev/null
-    .venv/bin/smooth-infomax ics --run "$run" --decoder "$work/decoder/decoder.pt" --data "$DATA" --split test \
-      --max-pairs 4000 --out "$work/ics" >/dev/null
-    cp "$work/ics/ics.json" "$res/ics.json"
+  if stage ics && [[ " ${ICS_SCHEMES:-reference} " == *" $scheme "* ]] && [[ " ${ICS_MODELS:-gim sim} " == *" $model "* ]] &&
+     [ ! -f "$res/ics.json" ]; then
+    if [ "$SCALE" = thesis ]; then dmod=1; dloss=mel; depochs=${DECODER_EPOCHS:-100}
+    else dmod=2; dloss=mse; depochs=${DECODER_EPOCHS:-200}; fi
+    [ -f "$work/decoder-$dmod-$dloss-$depochs/decoder.pt" ] ||
+      .venv/bin/smooth-infomax decoder train --run "$run" --data "$DATA" --module $dmod --loss $dloss \
+        --epochs "$depochs" --out "$work/decoder-$dmod-$dloss-$depochs" >/dev/null
+    .venv/bin/smooth-infomax ics --run "$run" --decoder "$work/decoder-$dmod-$dloss-$depochs/decoder.pt" \
+      --data "$DATA" --split test --max-pairs "${ICS_PAIRS:-4000}" --out "$work/ics" >/dev/null
+    .venv/bin/python - "$work/ics/ics.json" "$res/ics.json" "$dmod" "$dloss" "$depochs" <<'PY'
+import json, sys
+src, dst, module, loss, epochs = sys.argv[1:]
+result = json.load(open(src))
+result["decoder"] = {"module": int(module), "loss": loss, "epochs": int(epochs)}
+with open(dst, "w") as f:
+    json.dump(result, f, indent=2)
+PY
   fi
-  if [ ! -f "$res/analysis.json" ]; then
+  if stage analysis && [ ! -f "$res/analysis.json" ]; then
     .venv/bin/smooth-infomax analyze --run "$run" --data "$DATA" --out "$work/analysis" --no-tsne >/dev/null
     cp "$work/analysis/analysis.json" "$res/analysis.json"
   fi

@@ -51,6 +51,8 @@ def test_results_page_aggregates_encoder_seeds(tmp_path, monkeypatch):
     p.mkdir(parents=True)
     (p / "syllable-mean.json").write_text(json.dumps(_probe_json({"gru": 0.25})))
     (p / "train.json").write_text(json.dumps({"epochs": 6, "train_seconds": 1800.0, "final_val": {}}))
+    (p / "ics.json").write_text(json.dumps({"ds": [2, 512], "relative": [0.6, 0.0], "e_max": 2e-3, "n_pairs": 500,
+                                            "decoder": {"module": 2, "loss": "mse", "epochs": 12}}))
     page = b.build()
     # (50 + 54) / 2 = 52.00, population std 2.00; module1: 30 and 34
     assert "| 52.00 ± 2.00 (2 encoder seeds) | 53.68 ± 1.82 |" in page
@@ -61,6 +63,9 @@ def test_results_page_aggregates_encoder_seeds(tmp_path, monkeypatch):
     assert "| 50.0 |" in page and "44.53 ± 1.77 / 92.58 ± 2.06" in page
     assert "Split `leakage_free`: no finished runs yet" in page
     assert "| reference | GIM (beta 0, sampling) | 2 | 0.800 ± 0.100 | 0.400 ± 0.100 | 0.000 ± 0.000 | 0.001 |" in page
+    paper = page[page.index("Interpolation contribution score, paper scale"):]
+    assert "**12 epochs**" in paper and "500 ordered pairs" in paper
+    assert "| reference | SIM (beta 0.01) | 1 | 0.600 | 0.000 | 0.002 |" in paper
 
 
 def test_reproduce_thesis_one_epoch_then_skips(tmp_path, artificial_root):
