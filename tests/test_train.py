@@ -1,6 +1,7 @@
 """Training loop: runs, logs, resumes bit-identically, stops on non-finite losses, names bad input."""
 
 import csv
+import math
 
 import numpy as np
 import pytest
@@ -117,3 +118,21 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "data.path" in err and "missing" in err
     assert main(["train", "--config", str(cfg), "--set", "train.epochz=1", "--out", str(tmp_path / "r")]) == 2
     assert "train.epochz" in capsys.readouterr().err
+
+
+def test_chance_warnings_name_modules_at_chance_and_collapsed_posteriors():
+    from smooth_infomax.train import chance_warnings
+
+    chance = math.log(11)
+    val = {"module0": {"infonce": chance + 0.001, "kl": 0.005}, "module1": {"infonce": 0.63, "kl": 3.0},
+           "gru": {"infonce": chance - 0.01, "kl": 0.0}}
+    betas = {"module0": 0.0035, "module1": 0.0035}
+    assert chance_warnings(val, 10, betas, epochs_done=79, total_epochs=800) == {}  # too early to judge
+    out = chance_warnings(val, 10, betas, epochs_done=80, total_epochs=800)
+    assert set(out) == {"module0", "gru"}  # module1 learnt; gru within 1 % of chance
+    assert "module0" in out["module0"] and "2.398" in out["module0"] and "collapsed onto the prior" in out["module0"]
+    assert "loss.beta" in out["module0"] and "collapsed" not in out["gru"] and "train.lr" in out["gru"]
+    # a module at chance whose KL is not ~0 is named without the collapse diagnosis
+    val["module0"]["kl"] = 2.0
+    assert "collapsed" not in chance_warnings(val, 10, betas, 80, 800)["module0"]
+    assert chance_warnings(val, 10, betas, epochs_done=10, total_epochs=20)  # short runs: after 10 epochs
