@@ -147,7 +147,7 @@ class _TensorBoard:
 
 def chance_warnings(val: dict[str, dict[str, float]], negatives: int, betas: dict[str, float], epochs_done: int,
                     total_epochs: int, tolerance: float = 0.01) -> dict[str, str]:
-    """Warnings for modules whose held-out InfoNCE is still at chance, ``log(negatives + 1)``.
+    """Warnings for modules whose held-out InfoNCE is not below chance, ``log(negatives + 1)``.
 
     Checked once ``epochs_done >= max(10, total_epochs // 10)``; a module within ``tolerance`` (relative) of chance
     has learnt nothing. For a module with a KL term (beta > 0) a KL near 0 means its posterior collapsed onto the
@@ -161,7 +161,7 @@ def chance_warnings(val: dict[str, dict[str, float]], negatives: int, betas: dic
     for name, m in val.items():
         if m["infonce"] < (1 - tolerance) * chance:
             continue
-        msg = (f"warning: module {name}: held-out InfoNCE {m['infonce']:.3f} is still at chance "
+        msg = (f"warning: module {name}: held-out InfoNCE {m['infonce']:.3f} is not below chance "
                f"(log({negatives} + 1) = {chance:.3f}) after {epochs_done} epochs")
         if betas.get(name, 0.0) > 0:
             kl = m.get("kl", float("nan"))
