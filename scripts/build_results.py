@@ -254,7 +254,10 @@ def paper_section() -> list[str]:
                                           if r and m in r else "–")  # noqa: E731
                 logmel = syl.get("log-mel", {})
                 lm = next(iter(logmel.values()))["accuracy_mean"] * 100 if logmel else None
-                val = tr.get("final_val", {}).get(module, {}).get("infonce")
+                fv = tr.get("final_val", {})
+                val = fv.get(module, {}).get("infonce")
+                if val is None and len(fv) == 1 and module == list(syl["encoder"])[-1]:
+                    val = next(iter(fv.values())).get("infonce")  # CPC: one end-to-end module, scored on its output
                 pub = PAPER_PUBLISHED.get(model, ("–", "–")) if module == "gru" else ("", "")
                 lines.append(f"| {scheme} | {PAPER_NAMES.get(model, model)} (seed {e['seed']}) | {tr.get('epochs', '–')} | "
                              f"{module} | {'–' if val is None else f'{val:.3f}'} | {acc(syl.get('encoder'))} | "

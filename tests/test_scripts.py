@@ -53,7 +53,15 @@ def test_results_page_aggregates_encoder_seeds(tmp_path, monkeypatch):
     (p / "train.json").write_text(json.dumps({"epochs": 6, "train_seconds": 1800.0, "final_val": {}}))
     (p / "ics.json").write_text(json.dumps({"ds": [2, 512], "relative": [0.6, 0.0], "e_max": 2e-3, "n_pairs": 500,
                                             "decoder": {"module": 2, "loss": "mse", "epochs": 12}}))
+    c = tmp_path / "paper" / "reference" / "cpc-seed2"
+    c.mkdir(parents=True)
+    (c / "syllable-mean.json").write_text(json.dumps(_probe_json({"cnn": 0.12, "gru": 0.14})))
+    (c / "train.json").write_text(json.dumps({"epochs": 40, "train_seconds": 3600.0, "final_val": {
+        "cpc": {"infonce": 1.366, "kl": 0.0, "accuracy": 0.48}}}))
     page = b.build()
+    # CPC's one end-to-end module is scored on its last output (the GRU), not on the conv features
+    assert "| reference | CPC (one module) (seed 2) | 40 | cnn | – |" in page
+    assert "| reference | CPC (one module) (seed 2) | 40 | gru | 1.366 |" in page
     # (50 + 54) / 2 = 52.00, population std 2.00; module1: 30 and 34
     assert "| 52.00 ± 2.00 (2 encoder seeds) | 53.68 ± 1.82 |" in page
     assert "| 32.00 ± 2.00 (2 encoder seeds) | 30.09 ± 1.87 |" in page
