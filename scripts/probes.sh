@@ -47,10 +47,11 @@ for run in "$RUNS"/*/*-seed*; do
      [ ! -f "$res/ics.json" ]; then
     if [ "$SCALE" = thesis ]; then dmod=1; dloss=mel; depochs=${DECODER_EPOCHS:-100}
     else dmod=2; dloss=mse; depochs=${DECODER_EPOCHS:-200}; fi
-    [ -f "$work/decoder-$dmod-$dloss-$depochs-e$epochs/decoder.pt" ] ||
+    dec="$work/decoder-$dmod-$dloss-$depochs-e$epochs"  # keyed on the encoder's epochs: an extended run retrains it
+    [ -f "$dec/decoder.pt" ] ||
       .venv/bin/smooth-infomax decoder train --run "$run" --data "$DATA" --module $dmod --loss $dloss \
-        --epochs "$depochs" --out "$work/decoder-$dmod-$dloss-$depochs-e$epochs" >/dev/null
-    .venv/bin/smooth-infomax ics --run "$run" --decoder "$work/decoder-$dmod-$dloss-$depochs-e$epochs/decoder.pt" \
+        --epochs "$depochs" --out "$dec" >/dev/null
+    .venv/bin/smooth-infomax ics --run "$run" --decoder "$dec/decoder.pt" \
       --data "$DATA" --split test --max-pairs "${ICS_PAIRS:-4000}" --out "$work/ics" >/dev/null
     .venv/bin/python - "$work/ics/ics.json" "$res/ics.json" "$dmod" "$dloss" "$depochs" <<'PY'
 import json, sys

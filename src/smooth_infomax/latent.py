@@ -502,7 +502,8 @@ def register(subparsers: Any) -> None:
                                           "and ics.png.")
     _common(c, data=True)
     c.add_argument("--n-items", type=int, default=200, help="items (all when the split has fewer)")
-    c.add_argument("--ds", default=None, help="comma-separated d values (default the powers of two 2, 4, 8, ... below C, then C)")
+    c.add_argument("--ds", default=None,
+                   help="comma-separated d values (default the powers of two 2, 4, 8, ... below C, then C)")
     c.add_argument("--max-pairs", type=int, default=None, help="estimate on a seeded subset of the ordered pairs")
     c.add_argument("--naive", action="store_true", help="use the per-pair loop (slow; for checking)")
     c.set_defaults(func=_cmd_ics)
