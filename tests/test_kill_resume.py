@@ -296,7 +296,7 @@ def test_decoder_training_resumes_per_epoch_to_identical_weights(reference_run, 
 
 
 def test_pipeline_stages_redo_only_what_did_not_finish(tmp_path):
-    from smooth_infomax.pipeline import Stages
+    from smooth_infomax.stages import Stages
 
     ran: list[str] = []
 
@@ -333,7 +333,7 @@ def test_pipeline_stages_redo_only_what_did_not_finish(tmp_path):
 
 
 def test_a_stage_whose_marker_cannot_be_written_is_not_marked_done(tmp_path, monkeypatch):
-    from smooth_infomax.pipeline import Stages
+    from smooth_infomax.stages import Stages
 
     monkeypatch.setattr(checkpoint.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space")))
     with pytest.raises(UserError, match="train-sim.json"):

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .checkpoint import atomic_write_json, run_paths
+from .stages import Stages
 from .errors import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -59,33 +60,6 @@ PRESETS: dict[str, Preset] = {
         decoder_epochs=200, decoder_loss="mse", ics_items=200,
     ),
 }
-
-
-class Stages:
-    """Runs named stages once; results are JSON files in ``OUT/stages``."""
-
-    def __init__(self, out: Path, log: Callable[[str], None] = print):
-        self.dir = out / "stages"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.log = log
-        self.timings: dict[str, float] = {}
-
-    def run(self, name: str, fn: Callable[[], Any]) -> Any:
-        marker = self.dir / f"{name}.json"
-        if marker.exists():
-            try:
-                done = json.loads(marker.read_text())["result"]
-            except (OSError, ValueError, KeyError, TypeError):  # damaged by hand or by a failing disk: redo it
-                self.log(f"[redo] {name} (its marker {marker} is unreadable)")
-            else:
-                self.log(f"[skip] {name} (done)")
-                return done
-        self.log(f"[run ] {name}")
-        t0 = time.time()
-        result = fn()
-        self.timings[name] = time.time() - t0
-        atomic_write_json(marker, {"result": result, "seconds": self.timings[name]})
-        return result
 
 
 def _config_file(name: str) -> Path:
