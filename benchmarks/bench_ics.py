@@ -1,4 +1,4 @@
-"""Runtime of the batched ICS (smooth_infomax.latent.ics) against the per-pair loop (ics_naive).
+"""Runtime of the batched ICS (smooth_infomax.decoding.latent.ics) against the per-pair loop (ics_naive).
 
 Paper-scale shapes by default: a randomly initialised decoder for module 2 of the paper encoder (512 channels,
 64 frames -> 10240 samples) and N = 200 random latents, d in {2, 4, ..., 512}: 39,800 ordered pairs.
@@ -26,8 +26,7 @@ from pathlib import Path
 import torch
 
 from smooth_infomax.config import model_config
-from smooth_infomax.decoder import build_decoder
-from smooth_infomax.latent import decode, default_ds, ics, ics_naive, ics_pairs
+from smooth_infomax.decoding import build_decoder, decode, default_ds, ics, ics_naive, ics_pairs
 
 
 def _sync(device: torch.device) -> None:
@@ -76,7 +75,8 @@ def main(argv=None) -> int:
     _, t_batch = _timed(lambda: decode(decoder, latents[:k], args.batch_size), device)
     per_item = t_batch / k
 
-    naive, t_naive = _timed(lambda: ics_naive(decoder, latents, ds=ds, n_items=n, seed=args.seed, max_pairs=sub), device)
+    naive, t_naive = _timed(lambda: ics_naive(decoder, latents, ds=ds, n_items=n, seed=args.seed, max_pairs=sub),
+                            device)
     fast_sub, t_fast_sub = _timed(lambda: ics(decoder, latents, ds=ds, n_items=n, seed=args.seed, max_pairs=sub,
                                               batch_size=args.batch_size), device)
     # items decoded once by the batched run on the subset: those appearing in its pairs
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     agreement = max(abs(a - b) for a, b in zip(fast_sub["relative"], naive["relative"]))
 
     result = {
-        "benchmark": "ICS batched (smooth_infomax.latent.ics) vs per-pair loop (ics_naive)",
+        "benchmark": "ICS batched (smooth_infomax.decoding.ics) vs per-pair loop (ics_naive)",
         "shapes": {"preset": "paper", "module": args.module, "channels": decoder.in_channels,
                    "frames": decoder.n_frames, "n_samples": args.n_samples, "items": n, "ds": ds,
                    "decoder_parameters": sum(p.numel() for p in decoder.parameters())},
@@ -120,7 +120,8 @@ def main(argv=None) -> int:
         result["full"] = {"batched_seconds": fast_est, "batched_measured": False,
                           "naive_seconds": naive_est, "naive_measured": False,
                           "speedup": naive_est / fast_est if fast_est > 0 else None,
-                          "note": f"both extrapolated from the same {sub} timed pairs to all {pairs_full}: naive = time "
+                          "note": f"both extrapolated from the same {sub} timed pairs to all {pairs_full}: "
+                                  f"naive = time "
                                   f"per pair x pairs; batched = {n} items x decode time per item + time per pair "
                                   f"(after decoding) x pairs"}
     if hasattr(os, "getloadavg"):

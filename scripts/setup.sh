@@ -8,7 +8,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # The CPU wheel first: a bare "torch" requirement with nothing installed would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[synth,tensorboard,dev]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[synth,tensorboard,dev,hf]"
 # Headless Chromium for the report's browser test (Debian package; needs root, skipped otherwise).
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \

@@ -56,14 +56,14 @@ def synth_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def quick_run(synth_data, tmp_path_factory) -> tuple[Path, Path]:
-    """(run_dir, data_dir): a SIM encoder trained briefly with configs/quick.yaml on the synthetic data."""
+    """(run_dir, data_dir): a SIM encoder trained briefly with the shipped quick config on the synthetic data."""
     import torch
 
     from smooth_infomax.config import load_config
-    from smooth_infomax.train import train
+    from smooth_infomax.training import train
 
     threads = torch.get_num_threads()
-    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "quick.yaml",
+    cfg = load_config(Path(__file__).resolve().parents[1] / "src" / "smooth_infomax" / "configs" / "quick.yaml",
                       [*QUICK_OVERRIDES, f"data.path={synth_data}"])
     run = tmp_path_factory.mktemp("quick") / "sim"
     try:
@@ -71,3 +71,25 @@ def quick_run(synth_data, tmp_path_factory) -> tuple[Path, Path]:
     finally:
         torch.set_num_threads(threads)
     return run, synth_data
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (tiny convolutions run fastest so and do not oversubscribe a shared CPU)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# Fixtures whose set-up synthesises speech or trains a model: every test that uses one belongs to the slow tier
+# (`pytest -m "not slow"` is the quick tier; CI runs everything).
+SLOW_FIXTURES = frozenset({"synth_data", "quick_run"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

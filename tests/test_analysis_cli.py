@@ -29,3 +29,22 @@ def test_analyze_needs_factor_labels(quick_run, tmp_path, capsys):
     (tmp_path / "a.wav").write_bytes(b"")
     assert main(["analyze", "--run", str(run), "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "syllable labels" in capsys.readouterr().err
+
+
+def test_analyze_any_source_and_skips_posterior_metrics_for_deterministic_ones(tmp_path, capsys):
+    from test_runs import make_artificial, make_run
+
+    data = make_artificial(tmp_path / "art")
+    gim = make_run(tmp_path / "gim", data, ("model.kind=gim", "loss.beta=0.0", "data.split_scheme=leakage_free"))
+    assert main(["analyze", "--model", str(gim), "--data", str(data), "--out", str(tmp_path / "g"), "--split",
+                 "train", "--no-tsne"]) == 0
+    res = json.loads((tmp_path / "g" / "analysis.json").read_text())
+    assert not res["stochastic"] and res["split_scheme"] == "leakage_free" and res["n_items"] == 21
+    assert all("gaussianity" not in m for m in res["modules"].values())
+    assert any("deterministic" in n for n in res["notes"]) and "deterministic" in capsys.readouterr().out
+    assert set(res["standardization"]) >= {"total_correlation", "concentration", "disentanglement"}
+    sim = make_run(tmp_path / "sim", data)
+    assert main(["analyze", "--run", str(sim), "--data", str(data), "--out", str(tmp_path / "s"), "--no-tsne"]) == 0
+    res = json.loads((tmp_path / "s" / "analysis.json").read_text())
+    assert res["stochastic"] and "active_dimensions" in res["modules"]["module0"]["gaussianity"]
+    assert res["n_items"] == 9 and res["notes"] == []

@@ -3,8 +3,8 @@ import os
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import make_wave, write_audio
 
+from conftest import make_wave, write_audio
 from smooth_infomax import audio
 from smooth_infomax.audio import AudioCache, crop_or_pad, info, read_audio, resampled_length
 from smooth_infomax.errors import AudioError

@@ -8,8 +8,16 @@ import math
 import numpy as np
 import pytest
 
-from smooth_infomax.analysis import (concentration_metrics, dims_for_energy, gini, ics_auc, ics_dims_to_reach,
-                                     normalize_weights, participation_ratio, top_k_energy)
+from smooth_infomax.analysis import (
+    concentration_metrics,
+    dims_for_energy,
+    gini,
+    ics_auc,
+    ics_dims_to_reach,
+    normalize_weights,
+    participation_ratio,
+    top_k_energy,
+)
 
 D = 64
 

@@ -19,7 +19,7 @@ from smooth_infomax.cli import main
 from smooth_infomax.config import load_config, parse_override
 from smooth_infomax.errors import ConfigError
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "src" / "smooth_infomax" / "configs"
 
 TINY = {
     "seed": 0,

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from conftest import write_audio
 
+from conftest import write_audio
 from smooth_infomax.data import detect_layout, open_dataset
 from smooth_infomax.data.artificial import SYLLABLES, ArtificialSpeechDataset
 from smooth_infomax.data.info import describe

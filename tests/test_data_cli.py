@@ -1,11 +1,10 @@
 import json
-import sys
-import types
 
 import pytest
-from conftest import write_audio
 
+from conftest import write_audio
 from smooth_infomax.cli import main
+from smooth_infomax.data import cli as data_cli
 
 
 @pytest.fixture
@@ -51,17 +50,9 @@ def test_info_artificial_speech(artificial_root, capsys):
     assert "leakage_free: words 485 train / 366 test; syllables 1821 train / 360 test" in out
 
 
-def test_synth_missing_generator(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "smooth_infomax.data.synth", None)
-    assert main(["data", "synth", "--out", str(tmp_path / "s")]) == 2
-    assert "synthetic data generator" in capsys.readouterr().err
-
-
 def test_synth_calls_generate(tmp_path, monkeypatch, capsys):
     calls = []
-    fake = types.ModuleType("smooth_infomax.data.synth")
-    fake.generate = lambda out, **kw: calls.append((out, kw))
-    monkeypatch.setitem(sys.modules, "smooth_infomax.data.synth", fake)
+    monkeypatch.setattr(data_cli, "generate", lambda out, **kw: calls.append((out, kw)))
     assert main(["data", "synth", "--out", str(tmp_path / "s"), "--seed", "3", "--words", "5", "--voices", "2"]) == 0
     assert calls == [(str(tmp_path / "s"), {"seed": 3, "n_words": 5, "n_voices": 2})]
 
@@ -69,3 +60,30 @@ def test_synth_calls_generate(tmp_path, monkeypatch, capsys):
 def test_data_without_subcommand(capsys):
     assert main(["data"]) == 2
     assert "info" in capsys.readouterr().out
+
+
+def test_labels_import_needs_a_source_and_names_bad_input(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["data", "labels", "import", "--out", str(tmp_path / "o")])
+    assert main(["data", "labels", "import", "--textgrid", str(tmp_path / "nothere"), "--out", str(tmp_path)]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["data", "labels", "import", "--textgrid", str(tmp_path / "empty"), "--out", str(tmp_path)]) == 2
+    assert "holds no .TextGrid files" in capsys.readouterr().err
+    assert main(["data", "labels", "import", "--ctm", str(tmp_path / "x.ctm"), "--out", str(tmp_path)]) == 2
+    assert "x.ctm does not exist" in capsys.readouterr().err
+    assert main(["data", "labels", "import", "--ctm", str(tmp_path / "x.ctm"), "--silence", "a b",
+                 "--out", str(tmp_path)]) == 2
+    assert "silence mapping 'a b'" in capsys.readouterr().err
+
+
+def test_labels_import_ctm_writes_cpc_files(tmp_path, capsys):
+    ctm = tmp_path / "a.ctm"
+    ctm.write_text("u1 1 0.00 0.03 sil\nu1 1 0.03 0.02 AH1\nu1 1 0.05 0.01 spn\nu2 1 0.01 0.02 B\n")
+    assert main(["data", "labels", "import", "--ctm", str(ctm), "--out", str(tmp_path / "o"), "--spn", "drop"]) == 0
+    assert "2 utterances, 9 frames of 10 ms, 41 phone classes" in capsys.readouterr().out
+    names = [line.split()[1] for line in (tmp_path / "o" / "phones.txt").read_text().splitlines()]
+    text = (tmp_path / "o" / "converted_aligned_phones.txt").read_text()
+    lines = dict(line.split(" ", 1) for line in text.splitlines())
+    assert [names[int(i)] if i != "-1" else None for i in lines["u1"].split()] == ["sil"] * 3 + ["AH"] * 2 + [None]
+    assert [names[int(i)] for i in lines["u2"].split()] == ["sil", "B", "B"]

@@ -10,8 +10,8 @@ import threading
 import zipfile
 
 import pytest
-from conftest import write_audio
 
+from conftest import write_audio
 from smooth_infomax.cli import main
 from smooth_infomax.data import fetch as fetch_mod
 from smooth_infomax.data.fetch import download, extract, fetch

@@ -2,8 +2,8 @@ import logging
 
 import numpy as np
 import pytest
-from conftest import write_audio
 
+from conftest import write_audio
 from smooth_infomax.data import detect_layout, open_dataset
 from smooth_infomax.data.folder import FolderDataset
 from smooth_infomax.data.records import collate

@@ -1,12 +1,11 @@
 import logging
 import sys
-import types
 
 import numpy as np
 import pytest
 import torch
-from conftest import write_audio
 
+from conftest import write_audio
 from smooth_infomax.data import detect_layout, open_dataset
 from smooth_infomax.data.librispeech import LibriSpeechDataset
 from smooth_infomax.data.records import collate
@@ -183,10 +182,28 @@ def test_phone_length_mismatch_names_the_utterance(libri):
     assert len(LibriSpeechDataset(libri, "test")) == 2  # other split unaffected
 
 
-def test_phone_file_missing_an_utterance(libri):
+def test_partial_phone_file_is_accepted_with_one_coverage_warning(libri, caplog):
     path = libri / "converted_aligned_phones.txt"
     path.write_text("\n".join(line for line in path.read_text().splitlines() if not line.startswith("20-1-0001")))
-    with pytest.raises(DatasetError, match="20-1-0001"):
+    with caplog.at_level(logging.WARNING, logger="smooth_infomax.data"):
+        train = LibriSpeechDataset(libri, "train")
+        test = LibriSpeechDataset(libri, "test")
+    warnings = [r.getMessage() for r in caplog.records if "cover" in r.getMessage()]
+    assert len(warnings) == 1 and "\n" not in warnings[0]
+    assert "4 of 5 utterances of train (80.0%)" in warnings[0] and "2 of 2 utterances of test" in warnings[0]
+    assert train.aligned_indices() == [0, 1, 3, 4] and test.aligned_indices() == [0, 1]
+    missing = train[2]  # 20-1-0001: audio and speaker as usual, every phone frame "no label"
+    assert missing.wave.shape == (1, 9600) and missing.labels["speaker"] == 0
+    assert missing.labels["phones"].shape == (60,) and bool((missing.labels["phones"] == -1).all())
+    assert (train[0].labels["phones"][:48] >= 0).all()
+    assert train.phone_coverage() == {"train": (4, 5), "test": (2, 2)}
+    assert train.summary()["phone_alignments"] == 4
+
+
+def test_phone_file_of_other_audio_is_refused(libri):
+    path = libri / "converted_aligned_phones.txt"
+    path.write_text("99-1-0000 1 2 3\n")
+    with pytest.raises(DatasetError, match="cover no utterance"):
         LibriSpeechDataset(libri, "train")
 
 
@@ -214,10 +231,7 @@ def test_synthetic_layout(libri, monkeypatch):
         def __init__(self, root, split, sample_rate=16000, crop=None, seed=0):
             calls.update(root=root, split=split, sample_rate=sample_rate, crop=crop, seed=seed)
 
-    fake = types.ModuleType("smooth_infomax.data.segments")
-    fake.SegmentDataset = FakeSegments
-    monkeypatch.setitem(sys.modules, "smooth_infomax.data.segments", fake)
-    monkeypatch.setattr(sys.modules["smooth_infomax.data"], "segments", fake, raising=False)
+    monkeypatch.setattr(sys.modules["smooth_infomax.data"], "SegmentDataset", FakeSegments)
     out = open_dataset(libri, split="test", view="syllables", crop=100, seed=4, skip_bad=True)
     assert isinstance(out, FakeSegments)
     assert calls == {"root": libri, "split": "test", "sample_rate": 16000, "crop": 100, "seed": 4}
@@ -230,3 +244,13 @@ def test_unknown_view_and_split(libri):
         open_dataset(libri, view="words")
     with pytest.raises(UserError, match="split 'valid'"):
         open_dataset(libri, split="valid")
+
+
+def test_phone_file_changes_change_the_dataset_identity(libri):
+    from smooth_infomax.features import dataset_identity
+
+    before = dataset_identity(LibriSpeechDataset(libri, "train"))
+    assert dataset_identity(LibriSpeechDataset(libri, "train")) == before
+    path = libri / "converted_aligned_phones.txt"
+    path.write_text(path.read_text().replace("20-1-0000 ", "20-1-0000 5 ", 1))
+    assert dataset_identity(LibriSpeechDataset(libri, "train")) != before

@@ -12,19 +12,11 @@ from torch import nn
 from smooth_infomax.checkpoint import torch_load
 from smooth_infomax.cli import main
 from smooth_infomax.config import load_config, model_config, save_config
-from smooth_infomax.decoder import (build_decoder, decoder_loss, load_decoder, plan_decoder, save_decoder,
-                                    train_decoder)
+from smooth_infomax.decoding import build_decoder, decoder_loss, load_decoder, plan_decoder, save_decoder, train_decoder
 from smooth_infomax.errors import UserError
 from smooth_infomax.model import Encoder
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions: one thread is fastest and avoids oversubscribing a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny convolutions: one thread is fastest
 
 
 def _layer_lengths(module: nn.Module, run, kinds) -> list[int]:
@@ -55,7 +47,7 @@ def test_every_output_decodes_to_exactly_n_samples_through_the_encoders_lengths(
     for m in range(n_outputs):
         holder = {}
 
-        def run_encoder():
+        def run_encoder(holder=holder, m=m):
             with torch.no_grad():
                 holder["z"] = enc.encode(wave, mode="mean", upto=m)[m]
 
@@ -65,7 +57,7 @@ def test_every_output_decodes_to_exactly_n_samples_through_the_encoders_lengths(
         assert dec.n_frames == z.shape[1] == enc.frame_counts(n_samples)[m]
         assert dec.in_channels == z.shape[2] == enc.output_dims[m]
         out = {}
-        dec_lengths = _layer_lengths(dec, lambda: out.setdefault("y", dec(z)), nn.ConvTranspose1d)
+        dec_lengths = _layer_lengths(dec, lambda out=out, dec=dec, z=z: out.setdefault("y", dec(z)), nn.ConvTranspose1d)
         assert out["y"].shape == (2, 1, n_samples)
         # the decoder walks the encoder back: its lengths are the encoder's, reversed, ending at the input
         assert dec_lengths == list(reversed([n_samples] + enc_lengths))[1:]
@@ -202,6 +194,7 @@ def make_run(root, n_files=10, crop=3200, kind="sim"):
     return run, data, enc
 
 
+@pytest.mark.slow
 def test_train_decoder_end_to_end_and_resume(tmp_path):
     run, data, enc = make_run(tmp_path)
     before = {k: v.clone() for k, v in enc.state_dict().items()}
@@ -234,6 +227,7 @@ def test_train_decoder_end_to_end_and_resume(tmp_path):
         train_decoder(run, data, 2, loss="mel", epochs=3, batch_size=4, out_dir=out, max_items=8)
 
 
+@pytest.mark.slow
 def test_train_decoder_sample_mode_gru_and_cli(tmp_path, capsys):
     run, data, _ = make_run(tmp_path, n_files=6)
     s = train_decoder(run, data, "gru", mode="sample", loss="mse+mel", epochs=1, batch_size=3, out_dir=tmp_path / "g")

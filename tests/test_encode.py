@@ -9,7 +9,7 @@ import torch
 import smooth_infomax
 from smooth_infomax.cli import main
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "src" / "smooth_infomax" / "configs"
 
 
 def test_encoder_from_config_paper_and_thesis_shapes():
@@ -45,8 +45,30 @@ def test_encode_file_and_folder(quick_run, tmp_path, capsys):
 def test_encode_refuses_too_short_and_missing(quick_run, tmp_path, capsys):
     run, _ = quick_run
     sf.write(tmp_path / "tiny.wav", np.zeros(10, dtype=np.float32), 16000)
-    assert main(["encode", "--run", str(run), "--input", str(tmp_path / "tiny.wav"), "--out", str(tmp_path / "x.npz")]) == 2
+    tiny, out = str(tmp_path / "tiny.wav"), str(tmp_path / "x.npz")
+    assert main(["encode", "--run", str(run), "--input", tiny, "--out", out]) == 2
     err = capsys.readouterr().err
     assert "tiny.wav" in err and "too short" in err and "Traceback" not in err
-    assert main(["encode", "--run", str(tmp_path), "--input", str(tmp_path / "tiny.wav"), "--out", str(tmp_path / "x.npz")]) == 2
+    assert main(["encode", "--run", str(tmp_path), "--input", tiny, "--out", out]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_encode_batches_files_exactly_and_takes_a_model_source(tmp_path, capsys):
+    from test_runs import make_run
+
+    run = make_run(tmp_path / "run", tmp_path)
+    enc = smooth_infomax.load(run)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    lengths = [3000, 5321, 8000]
+    for i, n in enumerate(lengths):
+        sf.write(folder / f"f{i}.wav", rng.uniform(-0.5, 0.5, n).astype(np.float32), 16000, subtype="FLOAT")
+    assert main(["encode", "--model", str(run), "--input", str(folder), "--out", str(tmp_path / "x.npz")]) == 0
+    with np.load(tmp_path / "x.npz") as z:
+        for i in range(len(lengths)):
+            x = torch.from_numpy(sf.read(folder / f"f{i}.wav", dtype="float32")[0]).view(1, 1, -1)
+            for name, ref in zip(enc.module_names, enc.encode(x)):
+                assert z[f"f{i}.wav/{name}"].shape == tuple(ref[0].shape)
+                assert np.allclose(z[f"f{i}.wav/{name}"], ref[0].detach().numpy(), atol=1e-5)
+    assert "encoded 3 file(s)" in capsys.readouterr().out

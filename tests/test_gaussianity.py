@@ -7,8 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from smooth_infomax.analysis import (active_dimensions, aggregate_kl_per_dim, aggregate_kl_to_standard_normal,
-                                     gaussianity_report, per_dim_moments)
+from smooth_infomax.analysis import (
+    active_dimensions,
+    aggregate_kl_per_dim,
+    aggregate_kl_to_standard_normal,
+    gaussianity_report,
+    per_dim_moments,
+)
 
 N, D = 4000, 8
 

@@ -24,7 +24,7 @@ from smooth_infomax.cli import main
 from smooth_infomax.config import load_config, save_config
 from smooth_infomax.errors import AudioError
 from smooth_infomax.model import Encoder
-from smooth_infomax.train import save_encoder
+from smooth_infomax.runs import save_encoder
 
 SR = 16000
 
@@ -517,6 +517,7 @@ def test_every_sub_command_has_help(capsys):
         assert out.startswith("usage: ") and path[-1] in out, path
 
 
+@pytest.mark.slow
 def test_module_help_in_a_fresh_interpreter():
     import subprocess
     import sys

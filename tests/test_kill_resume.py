@@ -93,7 +93,7 @@ def config_file(dataset, tmp_path_factory) -> Path:
 def reference_run(config_file, tmp_path_factory) -> Path:
     """The uninterrupted run (in-process, one thread)."""
     from smooth_infomax.config import load_config
-    from smooth_infomax.train import train
+    from smooth_infomax.training import train
 
     run = tmp_path_factory.mktemp("reference") / "run"
     with one_thread():
@@ -159,6 +159,7 @@ def epochs_done(run: Path) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_training_killed_at_random_points_resumes_to_identical_weights(config_file, reference_run, tmp_path):
     rng = random.Random(1729)
     run = tmp_path / "run"
@@ -173,7 +174,7 @@ def test_training_killed_at_random_points_resumes_to_identical_weights(config_fi
         start = epochs_done(run)
         target = min(EPOCHS - 2, start + rng.randint(1, 3))
         proc = launch(argv, log)
-        wait_until(lambda: epochs_done(run) >= target, proc)
+        wait_until(lambda target=target: epochs_done(run) >= target, proc)
         time.sleep(rng.uniform(0.0, 0.12))
         kills.append((f"epoch {target}", epochs_done(run), kill(proc)))
     assert all(alive for _, _, alive in kills), kills
@@ -191,6 +192,7 @@ def test_training_killed_at_random_points_resumes_to_identical_weights(config_fi
     assert_same_weights(ref_state["model"], state["model"])
 
 
+@pytest.mark.slow
 def test_a_damaged_checkpoint_is_named_not_a_traceback(reference_run, tmp_path, capsys):
     import shutil
 
@@ -250,7 +252,7 @@ def decoder_state(out: Path) -> dict[str, torch.Tensor]:
 
 
 def test_decoder_training_resumes_per_epoch_to_identical_weights(reference_run, dataset, tmp_path, monkeypatch):
-    from smooth_infomax import decoder as dec
+    from smooth_infomax.decoding import train as dec
 
     kw = dict(loss="mse", mode="sample", epochs=4, batch_size=3, lr=1e-3, seed=0, n_recon=0)
     with one_thread():
@@ -415,11 +417,12 @@ def test_a_write_that_is_interrupted_keeps_the_previous_file(tmp_path, monkeypat
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
 
 
+@pytest.mark.slow
 def test_training_on_a_full_disk_keeps_the_last_checkpoint_and_resumes(dataset, reference_run, tmp_path,
                                                                          monkeypatch, capsys):
     from smooth_infomax.cli import main
     from smooth_infomax.config import load_config
-    from smooth_infomax.train import train
+    from smooth_infomax.training import train
 
     if not os.path.isdir("/proc/self/fd"):
         pytest.skip("needs /proc/self/fd to tell which file an fsync is for")
@@ -437,7 +440,7 @@ def test_training_on_a_full_disk_keeps_the_last_checkpoint_and_resumes(dataset, 
             real_fsync(fd)
 
         monkeypatch.setattr(checkpoint.os, "fsync", full_disk_for_checkpoints)
-        code = main(["train", "--config", str(run / "config.yaml"), "--out", str(run), "--resume"])
+        code = main(["--threads", "off", "train", "--config", str(run / "config.yaml"), "--out", str(run), "--resume"])
         err = capsys.readouterr().err
         assert code == 2 and "Traceback" not in err and str(ckpt) in err and "No space left" in err
         assert ckpt.read_bytes() == before

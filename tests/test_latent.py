@@ -10,19 +10,22 @@ import torch
 
 from smooth_infomax.cli import main
 from smooth_infomax.config import load_config, model_config, save_config
-from smooth_infomax.decoder import build_decoder, train_decoder
-from smooth_infomax.latent import (default_ds, ics, ics_naive, ics_subset, interpolate, sample_prior, top_dims,
-                                   traversal_latents, traverse)
+from smooth_infomax.decoding import (
+    build_decoder,
+    default_ds,
+    ics,
+    ics_naive,
+    ics_subset,
+    interpolate,
+    sample_prior,
+    top_dims,
+    train_decoder,
+    traversal_latents,
+    traverse,
+)
 from smooth_infomax.model import Encoder
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions: one thread is fastest and avoids oversubscribing a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny convolutions: one thread is fastest
 
 
 def tiny_decoder(channels=4, n_samples=800, module=2, dtype=torch.float64):
@@ -187,10 +190,12 @@ def run_with_decoder(tmp_path_factory):
     return run, data
 
 
+@pytest.mark.slow
 def test_cli_verbs(run_with_decoder, tmp_path, capsys):
     run, data = run_with_decoder
     out = tmp_path / "t"
-    assert main(["traverse", "--run", str(run), "--module", "2", "--dim", "0", "3", "--steps", "4", "--out", str(out)]) == 0
+    assert main(["traverse", "--run", str(run), "--module", "2", "--dim", "0", "3", "--steps", "4",
+                 "--out", str(out)]) == 0
     assert (out / "traverse_dim3_3.wav").exists() and (out / "traverse_dim0.png").exists()
     wav, sr = sf.read(out / "traverse_dim0_0.wav")
     assert sr == 16000 and wav.shape == (3200,)
@@ -212,7 +217,8 @@ def test_cli_verbs(run_with_decoder, tmp_path, capsys):
     assert (out / "prior_1.wav").exists() and (out / "sample.png").exists()
 
     out = tmp_path / "c"
-    assert main(["ics", "--run", str(run), "--module", "2", "--data", str(data), "--n-items", "200", "--out", str(out)]) == 0
+    assert main(["ics", "--run", str(run), "--module", "2", "--data", str(data), "--n-items", "200",
+                 "--out", str(out)]) == 0
     res = json.loads((out / "ics.json").read_text())
     assert res["n_items"] == 6 and res["n_pairs"] == 30 and res["ds"] == [2, 4, 8] and res["relative"][-1] == 0.0
     assert res["mode"] == "sample" and (out / "ics.png").exists()

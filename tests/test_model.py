@@ -1,9 +1,11 @@
 """Encoders (SIM, GIM, CPC) and the training wrapper: shapes, modes, gradient isolation, betas."""
 
+import copy
+
 import pytest
 import torch
 
-from smooth_infomax.config import ModelConfig, ModuleSpec, LayerSpec, model_config
+from smooth_infomax.config import LayerSpec, ModelConfig, ModuleSpec, model_config
 from smooth_infomax.model import Encoder, ModuleLoss, SmoothInfoMax
 
 PAPER = {"preset": "paper", "channels": 8, "gru_hidden": 6}
@@ -383,3 +385,74 @@ def test_logvar_bias_init_sets_the_initial_posterior_noise():
         assert torch.equal(stage.logvar_head.bias.detach(), torch.full((8,), -4.0))
     default = Encoder(model_config({"preset": "paper", "channels": 8, "gru_hidden": None}))
     assert not torch.equal(default.stages[0].logvar_head.bias.detach(), torch.full((8,), -4.0))
+
+
+# ---- speed paths (model/modules.py): same results as the plain layers, to float rounding ----
+
+
+@pytest.mark.parametrize("batch, channels, n, kernel, stride, padding, bias", [
+    (2, 8, 400, 10, 5, 2, True), (5, 16, 333, 10, 5, 0, True), (3, 4, 97, 7, 3, 1, False), (4, 6, 50, 1, 1, 0, True)])
+def test_frame_conv1d_matches_conv1d_forward_and_backward(batch, channels, n, kernel, stride, padding, bias):
+    from smooth_infomax.model.modules import frame_conv1d
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 1, n, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(channels, 1, kernel, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(channels, generator=g, dtype=torch.float64, requires_grad=True) if bias else None
+    ref = torch.nn.functional.conv1d(x, w, b, stride=stride, padding=padding)
+    out = frame_conv1d(x, w, b, stride, padding)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    grad = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    params = [x, w] + ([b] if bias else [])
+    ref_grads = torch.autograd.grad(ref, params, grad)
+    out_grads = torch.autograd.grad(out, params, grad)
+    for r, o in zip(ref_grads, out_grads):
+        torch.testing.assert_close(o, r, rtol=1e-12, atol=1e-12)
+
+
+def test_wave_conv_is_a_conv1d_with_the_same_state_dict_and_outputs():
+    from smooth_infomax.model.modules import WaveConv1d
+
+    torch.manual_seed(0)
+    wave = WaveConv1d(1, 16, 10, stride=5, padding=2)
+    plain = torch.nn.Conv1d(1, 16, 10, stride=5, padding=2)
+    plain.load_state_dict(wave.state_dict())
+    assert isinstance(wave, torch.nn.Conv1d) and set(wave.state_dict()) == {"weight", "bias"}
+    for batch in (1, 3):  # batch 1 takes the plain convolution, batch 3 the matmul
+        x = torch.randn(batch, 1, 640)
+        torch.testing.assert_close(wave(x), plain(x), rtol=1e-5, atol=1e-5)
+
+
+def test_speed_paths_leave_a_training_step_unchanged():
+    """The encoder's first layer as WaveConv1d and in-place ReLUs vs plain Conv1d / ReLU: same loss and
+    gradients (float32 rounding) for SIM with and without batch norm."""
+    from smooth_infomax.model.modules import WaveConv1d
+
+    for batch_norm in (False, True):
+        cfg = {"preset": "paper", "kind": "sim", "channels": 16, "gru_hidden": 8, "batch_norm": batch_norm}
+        torch.manual_seed(0)
+        fast = SmoothInfoMax(model_config(cfg), {"prediction_steps": 3, "negatives": 2, "window": 16})
+        plain = copy.deepcopy(fast)
+        assert isinstance(fast.encoder.stages[0].body[0], WaveConv1d)
+        for stage in plain.encoder.stages:
+            for i, layer in enumerate(getattr(stage, "body", [])):
+                if isinstance(layer, WaveConv1d):
+                    conv = torch.nn.Conv1d(1, layer.out_channels, layer.kernel_size, layer.stride, layer.padding)
+                    conv.load_state_dict(layer.state_dict())
+                    stage.body[i] = conv
+                elif isinstance(layer, torch.nn.ReLU):
+                    assert layer.inplace
+                    stage.body[i] = torch.nn.ReLU()
+        wave = 0.1 * torch.randn(4, 1, 3200)
+        results = []
+        for model in (fast, plain):
+            torch.manual_seed(1)
+            total = sum(ml.loss for ml in model(wave))
+            model.zero_grad()
+            total.backward()
+            results.append((total.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+        torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-6)
+        assert len(results[0][1]) == len(results[1][1]) > 0
+        for a, b in zip(results[0][1], results[1][1]):
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)

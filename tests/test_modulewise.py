@@ -8,10 +8,11 @@ import pytest
 import soundfile as sf
 import torch
 
+from smooth_infomax.cli import main
 from smooth_infomax.config import load_config
 from smooth_infomax.errors import ConfigError
-from smooth_infomax.modulewise import ActivationCache, choose_storage, main, train_modulewise
-from smooth_infomax.train import load, train
+from smooth_infomax.runs import load_encoder as load
+from smooth_infomax.training import ActivationCache, choose_storage, train, train_modulewise
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,8 @@ def audio_dir(tmp_path_factory):
     t = np.arange(4000) / 16000
     for i in range(9):
         f0 = 110 + 20 * i
-        wave = 0.3 * np.sin(2 * np.pi * f0 * t * (1 + 0.3 * np.sin(2 * np.pi * 5 * t))) + 0.02 * rng.standard_normal(t.size)
+        wave = 0.3 * np.sin(2 * np.pi * f0 * t * (1 + 0.3 * np.sin(2 * np.pi * 5 * t)))
+        wave = wave + 0.02 * rng.standard_normal(t.size)
         sf.write(root / f"w{i:02d}.wav", wave.astype(np.float32), 16000)
     return root
 
@@ -160,19 +162,15 @@ def test_command_line(tmp_path, audio_dir, capsys):
     from smooth_infomax.config import save_config
 
     save_config(tiny(audio_dir, epochs=1), tmp_path / "c.yaml")
-    assert main(["--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"), "--cache", "disk"]) == 0
-    assert "trained 4 epochs" in capsys.readouterr().out
-    assert main(["--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "bad"),
-                 "--set", "data.random_crop=true"]) == 2
-    assert "data.random_crop" in capsys.readouterr().err
-
-
-def test_main_cli_has_train_modulewise(tmp_path, audio_dir, capsys):
-    from smooth_infomax.cli import main as cli_main
-    from smooth_infomax.config import save_config
-
-    save_config(tiny(audio_dir, epochs=1), tmp_path / "c.yaml")
-    assert cli_main(["train-modulewise", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"),
-                     "--cache", "memory"]) == 0
-    assert "trained 4 epochs" in capsys.readouterr().out
+    assert main(["train-modulewise", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"),
+                 "--cache", "disk"]) == 0
+    out = capsys.readouterr().out
+    assert "trained 4 epochs" in out and "disk" in out and "validation:" in out
     assert (tmp_path / "run" / "encoder.pt").exists()
+    assert main(["train-modulewise", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "bad"),
+                 "--set", "data.random_crop=true"]) == 2
+    err = capsys.readouterr().err
+    assert "data.random_crop" in err and len(err.strip().splitlines()) == 1
+    # --resume reads the run's saved config; a finished run has nothing left to train
+    assert main(["train-modulewise", "--out", str(tmp_path / "run"), "--resume", "--cache", "memory"]) == 0
+    assert "trained 4 epochs (12 steps)" in capsys.readouterr().out

@@ -21,6 +21,7 @@ def tiny_pipeline(tmp_path_factory):
     return out, results, logs
 
 
+@pytest.mark.slow
 def test_pipeline_writes_report_and_results(tiny_pipeline):
     out, results, logs = tiny_pipeline
     page = (out / "report.html").read_text()
@@ -35,6 +36,7 @@ def test_pipeline_writes_report_and_results(tiny_pipeline):
     assert all(line.startswith("[run ]") for line in logs[:-1])
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_stages_and_redoes_missing_ones(tiny_pipeline):
     out, _, _ = tiny_pipeline
     (out / "stages" / "probe-gim-vowel.json").unlink()
@@ -45,6 +47,7 @@ def test_rerun_skips_finished_stages_and_redoes_missing_ones(tiny_pipeline):
     assert any(line.startswith("[skip] train-sim") for line in logs)
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(tiny_pipeline, tmp_path):
     from test_report import _chromium, browser_check, screenshot_is_blank
 
@@ -63,3 +66,24 @@ def test_paper_presets_need_data(tmp_path):
 
     with pytest.raises(UserError, match="needs --data"):
         run_pipeline("thesis", tmp_path)
+
+
+@pytest.mark.slow
+def test_run_with_leakage_free_probes_and_analyses_on_the_leakage_free_split(tmp_path):
+    """`run --set data.split_scheme=leakage_free` on the artificial layout: every stage reads that split."""
+    from test_runs import make_artificial
+
+    data = make_artificial(tmp_path / "art")
+    preset = Preset(models={"SIM": PRESETS["quick"].models["SIM"]}, needs_data=True,
+                    probe_tasks=("vowel", "consonant"), probe_seeds=1, probe_epochs=1, decoder_epochs=1,
+                    ics_items=4, analysis_items=60)
+    overrides = [*TINY_OVERRIDES, "data.split_scheme=leakage_free", "model.channels=8", "model.gru_hidden=8"]
+    results = run_pipeline("thesis", tmp_path / "out", data=data, overrides=overrides, preset=preset,
+                           log=lambda line: None)
+    for task in ("vowel", "consonant"):
+        res = results["probes"]["SIM"][task]
+        assert res["split_scheme"] == "leakage_free"
+        for model in ("encoder", "random-init", "log-mel"):
+            for entry in res["results"][model].values():
+                assert (entry["n_train"], entry["n_test"]) == (21, 9)  # the reference split has 30 train items
+    assert results["analysis"]["SIM"]["split_scheme"] == "leakage_free"

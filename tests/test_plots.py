@@ -85,3 +85,34 @@ def test_no_pyplot_figures_left_open(tmp_path):
     plots.latent_histograms(z, tmp_path / "h.png", dims=2, bins=10)
     if "matplotlib.pyplot" in sys.modules:  # another test may have imported pyplot; ours must not add figures
         assert not sys.modules["matplotlib.pyplot"].get_fignums()
+
+
+def _tone(freq, seconds=0.5, sr=16000):
+    t = np.arange(int(seconds * sr)) / sr
+    return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def test_log_mel_image_puts_a_tone_in_its_band():
+    low, high = plots.log_mel_image(_tone(500)), plots.log_mel_image(_tone(4000))
+    assert low.shape == (64, 51) and high.shape == (64, 51)  # 10 ms hop, centred frames
+    lo_bin, hi_bin = int(low.mean(1).argmax()), int(high.mean(1).argmax())
+    assert lo_bin < hi_bin
+    # a tone an octave up moves up the mel axis, and 8 kHz sample rate halves the band per bin
+    assert int(plots.log_mel_image(_tone(1000)).mean(1).argmax()) > lo_bin
+    assert plots.log_mel_image(np.zeros(100, dtype=np.float32)).shape[0] == 64  # shorter than a window: padded
+    with pytest.raises(ValueError, match="finite"):
+        plots.log_mel_image(np.array([np.nan] * 500))
+
+
+def test_spectrogram_png_and_strip(tmp_path):
+    assert_png(plots.spectrogram_png(_tone(800), tmp_path / "spec.png", 16000, title="tone"))
+    waves = [_tone(f, 0.3) for f in (300, 600, 1200, 2400)]
+    out = plots.spectrogram_strip(waves, [-2.68, -0.9, 0.9, 2.68], tmp_path / "strip.png", 16000,
+                                  title="dim 3", value_name="z3")
+    assert_png(out)
+    import matplotlib.image as mpimg
+
+    strip, single = mpimg.imread(str(out)), mpimg.imread(str(tmp_path / "spec.png"))
+    assert strip.shape[1] > 2 * single.shape[1]  # one panel per value, side by side
+    with pytest.raises(ValueError, match="one traversed value per waveform"):
+        plots.spectrogram_strip(waves, [0.0], tmp_path / "bad.png")

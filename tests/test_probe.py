@@ -5,9 +5,15 @@ import json
 import numpy as np
 import pytest
 
-from smooth_infomax.probe import (ProbeSettings, align_to_label_frames, evaluate, predict, subsample_per_class,
-                                  train_linear)
 from smooth_infomax.errors import UserError
+from smooth_infomax.probe import (
+    ProbeSettings,
+    align_to_label_frames,
+    evaluate,
+    predict,
+    subsample_per_class,
+    train_linear,
+)
 
 
 def test_alignment_identity_for_hop_160():
@@ -138,3 +144,112 @@ def test_feature_cache_follows_the_weights(quick_run, tmp_path):
     run_probe(copy, data, tmp_path / "out", settings, modules=[0])
     after = sorted(p.name for p in (tmp_path / "out" / "features").iterdir())
     assert len(after) == len(first) + 2 and set(first) < set(after)  # new train + test encodings
+
+
+# --------------------------------------------------------------------------------------------------
+# Quick tier: heads trained in one go equal head-by-head training; the protocol on a tiny artificial set
+# --------------------------------------------------------------------------------------------------
+
+
+def _adam_oracle(x, y, k, *, seed, epochs, batch_size, standardize, bias=True, weight_decay=0.0):
+    """One head, trained the way the protocol specifies it (the reference for train_heads)."""
+    import torch
+
+    mean = x.mean(0) if standardize else np.zeros(x.shape[1], dtype=np.float32)
+    std = x.std(0) + 1e-8 if standardize else np.ones(x.shape[1], dtype=np.float32)
+    X = torch.from_numpy(((x - mean) / std).astype(np.float32))
+    Y = torch.from_numpy(y.astype(np.int64))
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    head = torch.nn.Linear(X.shape[1], k, bias=bias)
+    opt = torch.optim.Adam(head.parameters(), lr=1e-3, weight_decay=weight_decay)
+    for _ in range(epochs):
+        perm = torch.randperm(len(X), generator=g)
+        for s in range(0, len(X), batch_size):
+            idx = perm[s:s + batch_size]
+            loss = torch.nn.functional.cross_entropy(head(X[idx]), Y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return head.weight.detach().numpy()
+
+
+def test_heads_trained_in_one_go_equal_head_by_head_training():
+    from smooth_infomax.probe import train_heads
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 300)
+    xs = [(rng.normal(size=(300, d)) * 2 + 1).astype(np.float32) for d in (12, 5)]
+    heads = train_heads(xs, y, 4, [0, 1], epochs=4, batch_size=32, standardize=True, weight_decay=1e-3)
+    for f, x in enumerate(xs):
+        for s in (0, 1):
+            ref = _adam_oracle(x, y, 4, seed=s, epochs=4, batch_size=32, standardize=True, weight_decay=1e-3)
+            assert heads[f][s]["weight"].shape == (4, x.shape[1])
+            assert np.allclose(heads[f][s]["weight"], ref, atol=1e-6), (f, s)
+    rows = [subsample_per_class(y, 5, seed=s) for s in (0, 1)]
+    sub = train_heads(xs, y, 4, [0, 1], rows=rows, epochs=3, batch_size=8, bias=False)
+    for f, x in enumerate(xs):
+        for s in (0, 1):
+            ref = _adam_oracle(x[rows[s]], y[rows[s]], 4, seed=s, epochs=3, batch_size=8, standardize=False, bias=False)
+            assert np.allclose(sub[f][s]["weight"], ref, atol=1e-6) and not sub[f][s]["bias"].any()
+
+
+def test_probe_protocol_on_a_leakage_free_run(tmp_path):
+    from smooth_infomax.probe import run_probe
+    from test_runs import make_artificial, make_run
+
+    data = make_artificial(tmp_path / "art")
+    run = make_run(tmp_path / "run", data, ("data.split_scheme=leakage_free",))
+    settings = ProbeSettings(task="vowel", seeds=2, epochs=3, standardize=True)
+    res = run_probe(run, data, tmp_path / "out", settings, baselines=True)
+    assert res["split_scheme"] == "leakage_free"  # the run's config, no flag needed
+    assert set(res["results"]) == {"encoder", "random-init", "log-mel"}
+    assert set(res["results"]["encoder"]) == {"module0", "module1", "module2", "gru"}
+    e = res["results"]["encoder"]["module2"]
+    assert e["n_train"] == 21 and e["n_test"] == 9 and len(e["accuracies"]) == 2 and e["chance"] == 1 / 3
+    assert res["results"]["log-mel"]["log-mel"]["dim"] == 80
+    with np.load(tmp_path / "out" / "weights_vowel.npz") as z:
+        assert z["encoder/gru"].shape == (2, 3, 8)
+    features = sorted(p.name for p in (tmp_path / "out" / "features").iterdir())
+    assert len(features) == 6  # encoder, random-init twin, log-mel; train and test
+    # the other syllable tasks pool the same encodings
+    cons = run_probe(run, data, tmp_path / "out", ProbeSettings(task="consonant", seeds=1, epochs=2), baselines=True)
+    assert sorted(p.name for p in (tmp_path / "out" / "features").iterdir()) == features
+    assert cons["results"]["encoder"]["module0"]["n_train"] == 21
+    ref = run_probe(run, data, tmp_path / "ref", ProbeSettings(task="vowel", seeds=1, epochs=1), modules=[1],
+                    split_scheme="reference")
+    assert list(ref["results"]["encoder"]) == ["module1"] and ref["results"]["encoder"]["module1"]["n_train"] == 30
+
+
+def test_probe_cli_takes_a_model_source(tmp_path, capsys):
+    from smooth_infomax.cli import main
+    from test_runs import make_artificial, make_run
+
+    data = make_artificial(tmp_path / "art")
+    run = make_run(tmp_path / "run", data)
+    assert main(["probe", "--model", str(run), "--data", str(data), "--task", "syllable", "--seeds", "1",
+                 "--epochs", "1", "--module", "2", "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "| encoder | module2 |" in out
+    res = json.loads((tmp_path / "o" / "probe_syllable.json").read_text())
+    assert res["split_scheme"] == "reference" and res["results"]["encoder"]["module2"]["n_test"] == 9
+    assert main(["probe", "--run", str(run), "--data", str(data), "--task", "phone", "--out", str(tmp_path / "p")]) == 2
+    assert "needs LibriSpeech-layout" in capsys.readouterr().err
+
+
+def test_probe_and_analyze_take_a_transformers_model(tmp_path):
+    pytest.importorskip("transformers")
+    from smooth_infomax.analysis.cli import analyze_run
+    from smooth_infomax.probe import run_probe
+    from smooth_infomax.sources.hf import save_tiny_model
+    from test_runs import make_artificial
+
+    data = make_artificial(tmp_path / "art")
+    folder = save_tiny_model(tmp_path / "w2v", layers=1)
+    res = run_probe(f"hf:{folder}", data, tmp_path / "p", ProbeSettings(task="vowel", seeds=1, epochs=1),
+                    baselines=True)
+    assert set(res["results"]) == {"encoder", "log-mel"}  # no random-init twin for external models
+    assert any("random-init" in n for n in res["notes"]) and res["split_scheme"] == "reference"
+    assert len(res["results"]["encoder"]) >= 2 and all(e["n_test"] == 9 for e in res["results"]["encoder"].values())
+    ana = analyze_run(f"hf:{folder}", data, tmp_path / "a", tsne=False)
+    assert not ana["stochastic"] and ana["notes"] and ana["n_items"] == 9

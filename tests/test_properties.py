@@ -24,7 +24,7 @@ from smooth_infomax.audio import crop_or_pad, read_audio
 from smooth_infomax.config import load_config, module_frame_counts
 from smooth_infomax.data.folder import AudioDataset, Item
 from smooth_infomax.data.records import Utterance, collate
-from smooth_infomax.decoder import build_decoder
+from smooth_infomax.decoding import build_decoder
 from smooth_infomax.errors import ConfigError
 from smooth_infomax.model import Encoder
 

@@ -1,6 +1,5 @@
 """The HTML report is self-contained and renders in a real headless browser."""
 
-import base64
 import json
 import os
 import shutil
@@ -13,7 +12,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from smooth_infomax.report import Section, audio, figure, pre, render, table, write_report
+from smooth_infomax.report import (
+    Section,
+    audio,
+    figure,
+    pre,
+    render,
+    spectrogram_file,
+    table,
+    traversal_strip,
+    write_report,
+)
 
 
 def tiny_png(path, w=64, h=48):
@@ -39,6 +48,31 @@ def test_render_escapes_and_embeds(tmp_path):
     assert "data:image/png;base64," in page and "data:audio/wav;base64," in page
     assert "http://" not in page and "https://" not in page
     assert "figure not available" in render("t", [Section("s", [figure(tmp_path / "missing.png")])])
+    assert page.count("data:image/png;base64,") == 2  # the figure and the clip's spectrogram
+    assert "log-mel spectrogram of clip" in page
+    assert "data:image/png" not in audio(wav, "plain", spectrogram=False)
+
+
+def test_spectrogram_file_is_cached_and_refreshed(tmp_path):
+    wav = tmp_path / "a.wav"
+    sf.write(wav, (0.2 * np.sin(np.arange(4000) / 3)).astype(np.float32), 16000)
+    png = spectrogram_file(wav)
+    assert png == tmp_path / "a.spec.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    first = png.read_bytes()
+    assert spectrogram_file(wav).read_bytes() == first
+    os.utime(png, (1, 1))  # older than the WAV: made again
+    sf.write(wav, (0.2 * np.sin(np.arange(4000) / 9)).astype(np.float32), 16000)
+    assert spectrogram_file(wav).read_bytes() != first
+
+
+def test_traversal_strip(tmp_path):
+    wavs = []
+    for j in range(3):
+        wavs.append(tmp_path / f"t{j}.wav")
+        sf.write(wavs[-1], (0.2 * np.sin(np.arange(3200) * (j + 1) / 8)).astype(np.float32), 16000)
+    html_part = traversal_strip(wavs, [-1.0, 0.0, 1.0], tmp_path / "strip.png", "dim 2", value_name="z2")
+    assert (tmp_path / "strip.png").is_file() and "data:image/png;base64," in html_part and "dim 2" in html_part
+    assert "not available" in traversal_strip([tmp_path / "gone.wav"], [0.0], tmp_path / "s2.png")
 
 
 def _chromium():
@@ -101,7 +135,7 @@ def test_report_loads_in_headless_chromium(tmp_path):
                         [Section("Results", [table(["model", "acc"], [["SIM", "90.0"]]), figure(png, "a figure"),
                                              audio(wav, "a clip")])])
     result = browser_check(page, tmp_path)
-    assert result["images"] == [True] and result["audios"] == [True]
+    assert result["images"] == [True, True] and result["audios"] == [True]  # figure + the clip's spectrogram
     assert result["errors"] == [] and result["console"] == []
     assert not screenshot_is_blank(result["screenshot"])
 

@@ -220,3 +220,35 @@ def test_missing_engine_is_a_user_error(tmp_path, monkeypatch):
     assert not synth.espeak_available()
     with pytest.raises(UserError, match=r"pip install 'smooth-infomax\[synth\]'"):
         synth.generate(tmp_path / "x", n_words=2, n_voices=1)
+
+
+def test_background_noise_has_the_drawn_snr_and_is_seeded():
+    from smooth_infomax.data.synth import add_background_noise
+
+    t = np.arange(16000) / 16000
+    speech = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    wave = np.concatenate([np.zeros(1600, np.float32), speech])
+    noisy = add_background_noise(wave, speech, [10.0, 10.0], [0, 7])
+    noise = noisy - wave
+    snr = 10 * np.log10(np.mean(speech.astype(np.float64) ** 2) / np.mean(noise.astype(np.float64) ** 2))
+    assert snr == pytest.approx(10.0, abs=0.01) and noisy.dtype == np.float32
+    np.testing.assert_array_equal(noisy, add_background_noise(wave, speech, [10.0, 10.0], [0, 7]))
+    assert not np.array_equal(noisy, add_background_noise(wave, speech, [10.0, 10.0], [0, 8]))
+    # pink: more power below 500 Hz than in the same width above 4 kHz
+    power = np.abs(np.fft.rfft(noise)) ** 2
+    freqs = np.fft.rfftfreq(len(noise), 1 / 16000)
+    assert power[(freqs > 0) & (freqs < 500)].sum() > 4 * power[(freqs > 4000) & (freqs < 4500)].sum()
+
+
+@pytest.mark.slow
+def test_noisy_dataset_keeps_labels_and_differs_from_clean(sets, tmp_path):
+    from smooth_infomax.data.synth import generate
+
+    noisy = generate(tmp_path / "noisy", seed=0, n_words=N_WORDS, n_voices=N_VOICES, noise_snr_db=(5, 15))
+    assert (noisy / "converted_aligned_phones.txt").read_text() == \
+        (sets["a"] / "converted_aligned_phones.txt").read_text()
+    wav = next((noisy / "train-clean-100").rglob("*.wav"))
+    clean = sets["a"] / wav.relative_to(noisy)
+    assert wav.read_bytes() != clean.read_bytes()
+    with pytest.raises(UserError, match="noise_snr_db"):
+        generate(tmp_path / "bad", n_words=2, n_voices=1, noise_snr_db=(20, 5))

@@ -25,12 +25,28 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
-import soundfile as sf
 
 from .errors import AudioError
+
+# soundfile and soxr are needed only to read audio files: the package (and the compact dataset copy, see
+# data/compact.py) imports and runs without them; the first file read then raises a one-line AudioError
+try:
+    import soundfile as sf
+except ImportError as _exc:  # pragma: no cover - exercised where the package is installed without it
+    sf = None
+    _SOUNDFILE_MISSING: ImportError | None = _exc
+else:
+    _SOUNDFILE_MISSING = None
+try:
+    import soxr
+except ImportError as _exc:  # pragma: no cover
+    soxr = None
+    _SOXR_MISSING: ImportError | None = _exc
+else:
+    _SOXR_MISSING = None
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -135,12 +151,21 @@ def _open_error(path: PathLike, exc: Exception) -> AudioError:
     return _soundfile_problem(path, exc)
 
 
+def _need(module: object, missing: ImportError | None, name: str, path: PathLike) -> None:
+    """Raise a one-line AudioError when the optional module ``name`` (soundfile, soxr) is not installed."""
+    if module is None:
+        raise AudioError(f"{path}: reading audio files needs the {name} package, which is not installed "
+                         f"({missing}); pip install {name}, or use a compact dataset copy "
+                         f"(smooth-infomax reproduce compact)")
+
+
 def info(path: PathLike) -> AudioInfo:
     """Header information via ``soundfile.info`` (frames, sample rate, channels); raises AudioError on failure.
 
     Truncated WAV files (data chunk larger than the file) are detected here; other damage inside a compressed
     stream (e.g. a cut FLAC) only shows when the file is decoded by :func:`read_audio`.
     """
+    _need(sf, _SOUNDFILE_MISSING, "soundfile", path)
     try:
         meta = sf.info(str(path))
     except Exception as exc:  # noqa: BLE001 - libsndfile / OS errors all mean "cannot use this file"
@@ -170,9 +195,19 @@ def _read_window(handle: sf.SoundFile, path: PathLike, start: int, count: int) -
     return data
 
 
-def _resample(x: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
-    import soxr
+def soundfile_module(purpose: PathLike) -> Any:
+    """The soundfile module, or a one-line AudioError naming ``purpose`` (a file or a task) when it is missing."""
+    _need(sf, _SOUNDFILE_MISSING, "soundfile", purpose)
+    return sf
 
+
+def resample(x: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    """x (T,) float -> float32 at ``target_rate`` (soxr, HQ; the one resampler of the package)."""
+    return _resample(x, source_rate, target_rate)
+
+
+def _resample(x: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    _need(soxr, _SOXR_MISSING, "soxr", f"resampling {source_rate} Hz -> {target_rate} Hz")
     return np.ascontiguousarray(soxr.resample(x, source_rate, target_rate, quality="HQ"), dtype=np.float32)
 
 

@@ -14,13 +14,19 @@ target, so a crash or a full disk never leaves a half-written file in place of a
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import pickle
+import re
 import tempfile
+import warnings
+import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 
 from .errors import UserError
@@ -88,21 +94,138 @@ def _json_default(obj: Any) -> Any:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file, then rename: the previous file survives any failure."""
+    """``torch.save`` to a temporary file, then rename: the previous file survives any failure.
+
+    ``obj`` must hold only what :func:`torch_load` reads back (tensors, plain Python data, numpy arrays): anything
+    else raises TypeError before a file is written, so every file the package writes loads safely."""
     buf = io.BytesIO()
     torch.save(obj, buf)
+    buf.seek(0)
+    unsafe = sorted(set(torch.serialization.get_unsafe_globals_in_checkpoint(buf)) - _safe_names())
+    if unsafe:
+        raise TypeError(f"refusing to write {path}: it would hold {', '.join(unsafe)}, which torch_load does not "
+                        f"read back; store plain data (dicts, lists, numbers, strings) and tensors")
     atomic_write_bytes(path, buf.getvalue())
 
 
+class UnsafeFileError(UserError):
+    """A file that holds Python objects other than tensors and plain data: it was refused, never executed."""
+
+
+def _numpy_globals() -> list[Any]:
+    """The numpy pieces of ``np.random.get_state()`` (saved in training checkpoints): an array and its dtype.
+
+    Each entry pairs the object with the name a pickle refers to it by, under numpy 2 (``numpy._core``) and
+    numpy 1 (``numpy.core``), so checkpoints written under either load under either."""
+    reconstruct = np.core.multiarray._reconstruct if not hasattr(np, "_core") else np._core.multiarray._reconstruct
+    out: list[Any] = [np.ndarray, np.dtype, (reconstruct, "numpy.core.multiarray._reconstruct"),
+                      (reconstruct, "numpy._core.multiarray._reconstruct")]
+    dtype_class = type(np.dtype(np.uint32))  # numpy >= 1.25 pickles a dtype through its class
+    if dtype_class is not np.dtype:
+        out.append(dtype_class)
+    return out
+
+
+#: everything :func:`torch_load` accepts beyond tensors and plain Python data (dict, list, tuple, str, numbers,
+#: None): the numpy RNG state of training checkpoints. Nothing here can run code when unpickled.
+SAFE_GLOBALS: list[Any] = _numpy_globals()
+
+def _safe_names() -> set[str]:
+    return {g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}" for g in SAFE_GLOBALS}
+
+
+_REFUSAL_DETAILS = (
+    (re.compile(r"GLOBAL ([\w.]+) was not an allowed global"), "{}"),
+    (re.compile(r"but got <class '([\w.]+)'>"), "{}"),
+    (re.compile(r"Unsupported operand (\d+)"), "pickle opcode {}"),
+)
+
+
+def _refused(path: Path, exc: BaseException) -> UnsafeFileError:
+    """The one-line error for a file the weights-only unpickler refused, naming what it refused."""
+    text = str(exc)
+    what = ""
+    for pattern, form in _REFUSAL_DETAILS:
+        match = pattern.search(text)
+        if match:
+            what = f" ({form.format(match.group(1))})"
+            break
+    return UnsafeFileError(f"{path} holds Python objects other than tensors and plain data{what}, which could run "
+                           f"code when loaded; it was not loaded. Use files written by smooth-infomax, or a "
+                           f"model folder exported with 'smooth-infomax export' (safetensors)")
+
+
 def torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
-    """Load a checkpoint written by this package, with a one-line error when it is missing or damaged."""
+    """Load a checkpoint written by this package, safely: only tensors, plain Python data and the allow-listed
+    :data:`SAFE_GLOBALS` are unpickled (``weights_only=True``), so a planted file can never run code.
+
+    A missing or damaged file, or one that holds anything else, raises a one-line UserError naming ``path``."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} does not exist; check the run directory (train first, or pass the right --run)")
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a damaged file
-        raise UserError(f"{path} is not a readable checkpoint ({type(exc).__name__}); delete it and re-run the stage") from None
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise UserError(f"{path} cannot be read: {exc.strerror}") from None
+    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):  # torch's zip format, or a bare pickle
+        raise UserError(f"{path} is not a readable checkpoint (not a torch file); delete it and re-run the stage")
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" in str(exc).lower() or "WeightsUnpickler" in str(exc):
+            raise _refused(path, exc) from None
+        raise UserError(f"{path} is not a readable checkpoint (UnpicklingError); delete it and re-run the "
+                        f"stage") from None
+    except Exception as exc:  # noqa: BLE001 - any other unpickling failure means a damaged file
+        raise UserError(f"{path} is not a readable checkpoint ({type(exc).__name__}); delete it and re-run the "
+                        f"stage") from None
+
+
+@contextlib.contextmanager
+def open_npz(path: str | Path) -> Iterator[Any]:
+    """``with open_npz(path) as z:`` -- ``np.load(path, allow_pickle=False)`` (an NpzFile, or the array of a
+    ``.npy``) for feature caches and encoded features: pickled objects are never loaded.
+
+    Reading an object array (a pickle inside) anywhere in the block raises :class:`UnsafeFileError` naming
+    ``path``; a missing or damaged file a one-line UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist; pass an existing .npz file")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise _npz_error(path, exc) from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserError(f"{path} is not a readable .npz file ({type(exc).__name__}); delete it and re-run") from None
+    try:
+        yield loaded
+    except ValueError as exc:
+        if "allow_pickle" not in str(exc):
+            raise
+        raise _npz_error(path, exc) from None
+    except (zipfile.BadZipFile, EOFError) as exc:
+        raise UserError(f"{path} is not a readable .npz file ({type(exc).__name__}); delete it and re-run") from None
+    finally:
+        if hasattr(loaded, "close"):
+            loaded.close()
+
+
+def _npz_error(path: Path, exc: ValueError) -> UserError:
+    if "allow_pickle" in str(exc):
+        return UnsafeFileError(f"{path} is not plain numeric arrays (loading it would unpickle Python objects, which "
+                               f"could run code); it was not loaded; delete it and re-run the step that wrote it")
+    return UserError(f"{path} is not a readable .npz file ({' '.join(str(exc).split())[:120]}); delete it and re-run")
+
+
+def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file (``{"arr_0": array}`` for a ``.npy``), read as :func:`open_npz` does."""
+    with open_npz(path) as data:
+        if isinstance(data, np.ndarray):
+            return {"arr_0": data}
+        return {key: data[key] for key in data.files}
 
 
 def load_state(module: Any, state_dict: Any, path: str | Path) -> None:

@@ -13,27 +13,36 @@ import importlib
 import sys
 from typing import Sequence
 
+from . import runtime
 from .errors import UserError
 
 COMMAND_MODULES = (
+    "smooth_infomax.config_files",
     "smooth_infomax.data.cli",
-    "smooth_infomax.train",
-    "smooth_infomax.modulewise",
+    "smooth_infomax.training.cli",
     "smooth_infomax.encode",
     "smooth_infomax.probe",
-    "smooth_infomax.decoder",
-    "smooth_infomax.latent",
+    "smooth_infomax.decoding.cli",
     "smooth_infomax.analysis.cli",
+    "smooth_infomax.abx.cli",
     "smooth_infomax.pipeline",
+    "smooth_infomax.compare",
+    "smooth_infomax.hub",
+    "smooth_infomax.reproduce.cli",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smooth-infomax",
-        description="Smooth InfoMax (SIM), Greedy InfoMax and CPC for speech: data, training, probes, decoders, analysis.",
+        description="Smooth InfoMax (SIM), Greedy InfoMax and CPC for speech: data, training, probes, decoders, "
+                    "analysis.",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    parser.add_argument("--threads", default=None, metavar="auto|free|off|N",
+                        help="torch threads: auto (default: one per usable core, with OMP_WAIT_POLICY=PASSIVE), "
+                             "free (minus the load of other jobs), off (leave threading alone) or N; also the "
+                             "SMOOTH_INFOMAX_THREADS variable")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -48,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:  # threading defaults before any command module imports torch (runtime.py)
+        runtime.configure(runtime.threads_option(argv))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -10,7 +10,9 @@ A run config has five sections::
 
 Every key is checked before any work starts; an unknown key, a wrong type or an impossible shape raises
 :class:`~smooth_infomax.errors.ConfigError` naming the dotted key. ``load_config`` resolves ``base:``
-includes (a path relative to the including file) so that presets can share a common file.
+includes (a path relative to the including file) so that presets can share a common file. The shipped configs are
+package data (``smooth_infomax/configs/*.yaml``, read with :mod:`importlib.resources`): ``--config quick`` (with or
+without ``.yaml``) names one, any other value is a path (see :mod:`smooth_infomax.config_files`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,16 @@ from typing import Any, Mapping, Sequence, Union
 
 import yaml
 
+from .checkpoint import atomic_write_text
+from .config_files import (  # noqa: F401
+    Traversable,
+    apply_overrides,
+    deep_merge,
+    parse_override,
+    read_config_dict,
+    resolve_config,
+    shipped_config,
+)
 from .errors import ConfigError
 
 # --------------------------------------------------------------------------------------------------
@@ -86,7 +98,8 @@ class LossConfig:
 
     beta: one value for every CNN module or a list with one value per CNN module (ignored for gim / cpc).
     kl_reduction: ``reference`` (sum over time, mean over batch and channels, as the paper's code) or
-        ``mean`` (mean over every element) or ``vae`` (sum over time and channels, mean over batch). See :func:`smooth_infomax.model.kl.kl_divergence`.
+        ``mean`` (mean over every element) or ``vae`` (sum over time and channels, mean over batch).
+        See :func:`smooth_infomax.model.kl.kl_divergence`.
     window: InfoNCE sub-sampling window in frames (None: whole sequence).
     negative_sampling: ``reference`` (bank from all frames of the batch, as the paper's code) or ``batch``
         (a fresh uniform draw over the batch's frames for every row).
@@ -162,7 +175,7 @@ class RunConfig:
 
 
 # --------------------------------------------------------------------------------------------------
-# Presets for the encoder architectures (also used by configs/*.yaml through `model.preset`)
+# Presets for the encoder architectures (also used by the shipped configs through `model.preset`)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -291,7 +304,8 @@ def _expand_model_preset(model: dict[str, Any]) -> dict[str, Any]:
     if preset is None:
         return model
     if preset not in MODEL_PRESETS:
-        raise ConfigError(f"config key 'model.preset': unknown preset {preset!r} (choose from {', '.join(MODEL_PRESETS)})")
+        raise ConfigError(f"config key 'model.preset': unknown preset {preset!r} "
+                          f"(choose from {', '.join(MODEL_PRESETS)})")
     merged = MODEL_PRESETS[preset]()
     merged.update(model)
     return merged
@@ -435,87 +449,6 @@ def validate(cfg: RunConfig) -> None:
                    f"devices must be cpu, cuda or cuda:N, got {d!r}")
 
 
-# --------------------------------------------------------------------------------------------------
-# YAML files and overrides
-# --------------------------------------------------------------------------------------------------
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist; pass an existing YAML file (see configs/)") from None
-    except OSError as exc:
-        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config file {path} is not valid YAML{where}; fix the syntax") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping at the top level")
-    return data
-
-
-def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """Recursively merge ``update`` into a copy of ``base`` (mappings merge, everything else replaces)."""
-    out = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def read_config_dict(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Read a YAML config, resolving ``base: other.yaml`` (relative to the file) recursively."""
-    path = Path(path)
-    if path.resolve() in _seen:
-        chain = " -> ".join(str(p) for p in (*_seen, path.resolve()))
-        raise ConfigError(f"config key 'base': the configs include each other in a loop ({chain}); remove one base")
-    data = _read_yaml(path)
-    base = data.pop("base", None)
-    if base is not None:
-        if not isinstance(base, str) or not base.strip():
-            raise ConfigError(f"config key 'base' in {path}: expected the path of another YAML file, got {base!r}")
-        base_path = (path.parent / base).resolve()
-        data = deep_merge(read_config_dict(base_path, (*_seen, path.resolve())), data)
-    return data
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``'train.epochs=5'`` -> (['train', 'epochs'], 5). The value is parsed as YAML (so ``null``, lists, floats
-    work); only the first ``=`` splits, so values may contain ``=``."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like key=value (e.g. train.epochs=5)")
-    key, value = text.split("=", 1)
-    key = key.strip()
-    if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {text!r} has an empty key")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
-        parsed = value
-    return key.split("."), parsed
-
-
-def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    out = copy.deepcopy(data)
-    for text in overrides:
-        parts, value = parse_override(text)
-        node = out
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
-        node[parts[-1]] = value
-    return out
-
-
 def load_config(source: str | Path | Mapping[str, Any] | RunConfig | None = None,
                 overrides: Sequence[str] = ()) -> RunConfig:
     """Load and validate a run config from a YAML path, a dict or a RunConfig, then apply overrides."""
@@ -544,8 +477,6 @@ def load_config(source: str | Path | Mapping[str, Any] | RunConfig | None = None
 def save_config(cfg: RunConfig, path: str | Path) -> None:
     """Write ``cfg`` as YAML, atomically: a kill mid-write never leaves a truncated config that would load
     with defaults in place of the lost keys."""
-    from .checkpoint import atomic_write_text
-
     atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
@@ -557,9 +488,18 @@ def n_trained_modules(model: ModelConfig) -> int:
 
 
 def betas(cfg: RunConfig) -> list[float]:
-    """Per-CNN-module KL weights (0 for gim and cpc)."""
+    """Per-CNN-module KL weights: ``loss.beta`` as one value for every CNN module (a number or a one-element
+    list) or one value per CNN module; all 0 for gim and cpc. The one definition (the training wrapper,
+    :class:`~smooth_infomax.model.SmoothInfoMax`, uses it)."""
     n = len(cfg.model.modules)
     if cfg.model.kind != "sim":
         return [0.0] * n
     b = cfg.loss.beta
-    return list(b) if isinstance(b, list) else [float(b)] * n
+    values = [float(v) for v in b] if isinstance(b, (list, tuple)) else [float(b)]
+    if len(values) == 1:
+        values = values * n
+    if len(values) != n:
+        raise ConfigError(f"config key 'loss.beta' has {len(values)} values for {n} CNN modules; "
+                          f"give one value or one per CNN module")
+    return values
+

@@ -81,7 +81,8 @@ def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float = 0.0
     ``None`` keeps peak 1. Apply as ``fb @ power`` on a (..., n_fft // 2 + 1, frames) power spectrogram.
     """
     if n_fft < 2 or n_mels < 1 or sample_rate <= 0:
-        raise ValueError(f"need n_fft >= 2, n_mels >= 1 and a positive sample_rate, got {n_fft}, {n_mels}, {sample_rate}")
+        raise ValueError(f"need n_fft >= 2, n_mels >= 1 and a positive sample_rate, "
+                         f"got {n_fft}, {n_mels}, {sample_rate}")
     if mel_scale not in MEL_SCALES:
         raise ValueError(f"mel_scale must be one of {MEL_SCALES}, got {mel_scale!r}")
     if norm not in NORMS:
@@ -150,7 +151,8 @@ def mel_bin_centres(n_mels: int, sample_rate: int, f_min: float = 0.0, f_max: Op
                     mel_scale: str = "htk") -> Tensor:
     """Centre frequency in Hz of every mel filter, shape (n_mels,)."""
     f_max = sample_rate / 2.0 if f_max is None else float(f_max)
-    edges = torch.linspace(float(hz_to_mel(torch.tensor(f_min), mel_scale)), float(hz_to_mel(torch.tensor(f_max), mel_scale)),
+    edges = torch.linspace(float(hz_to_mel(torch.tensor(f_min), mel_scale)),
+                           float(hz_to_mel(torch.tensor(f_max), mel_scale)),
                            n_mels + 2, dtype=torch.float64)
     return mel_to_hz(edges[1:-1], mel_scale)
 

@@ -6,7 +6,9 @@ training resumes from its last checkpoint):
 1. ``data``      the built-in synthetic dataset (unless ``--data`` is given)
 2. ``train-*``   SIM and GIM (and CPC where the preset says)
 3. ``probe-*``   linear probes on every module: vowel, syllable, consonant (+ speaker and phone on
-                 LibriSpeech-layout data), with random-init and log-mel baselines for the first model
+                 LibriSpeech-layout data), with each model's random-init twin and log-mel; features are encoded
+                 once per source and dataset (``OUT/features``), so only a model's first task of a dataset encodes
+   ``abx-*``     triphone ABX error (within / across speaker) where the data has phone alignments
 4. ``decoder-*`` a decoder for the last CNN module of each model, with reconstructions, a latent traversal,
                  full and partial interpolations, prior samples and the interpolation contribution score
 5. ``analysis-*`` Gaussianity, total correlation, disentanglement, concentration, t-SNE per model
@@ -21,11 +23,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .checkpoint import atomic_write_json, run_paths
-from .stages import Stages
-from .errors import UserError
+import numpy as np
+import torch
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+from .abx.evaluate import pipeline_abx
+from .analysis import ics_dims_to_reach
+from .analysis.cli import analyze_run
+from .checkpoint import atomic_write_json, run_paths
+from .config import load_config, shipped_config
+from .data import detect_layout
+from .data.synth import generate
+from .decoding import ics, interpolate, load_decoder, sample_prior, train_decoder, traverse, write_wav
+from .errors import UserError
+from .features import EncoderSource, extract_features
+from .probe import ProbeSettings, run_probe
+from .report import build_pipeline_report
+from .runs import open_run_data, run_config
+from .stages import Stages
+from .training import train
 
 
 @dataclass
@@ -62,20 +77,18 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def _config_file(name: str) -> Path:
-    path = CONFIG_DIR / name
-    if not path.exists():
-        raise UserError(f"preset config {path} is missing; run from a checkout of smooth-infomax")
-    return path
+def _config_file(name: str) -> Any:
+    """A preset's config: the shipped config file ``name`` (package data, never a same-named file in the cwd)."""
+    entry = shipped_config(name)
+    if entry is None:
+        raise UserError(f"preset config {name} is missing from the installed package; reinstall smooth-infomax")
+    return entry
 
 
 def run_pipeline(preset_name: str, out_dir: str | Path, *, data: str | Path | None = None,
                  overrides: list[str] | None = None, log: Callable[[str], None] = print,
                  preset: Preset | None = None) -> dict[str, Any]:
     """Run (or resume) every stage of a preset; ``preset`` replaces the named preset's settings (tests)."""
-    from .config import load_config
-    from .data import detect_layout
-
     if preset is None:
         if preset_name not in PRESETS:
             raise UserError(f"--preset {preset_name!r}: choose from {', '.join(PRESETS)}")
@@ -92,8 +105,6 @@ def run_pipeline(preset_name: str, out_dir: str | Path, *, data: str | Path | No
         data_path = out / "data"
 
         def make_data() -> dict[str, Any]:
-            from .data.synth import generate
-
             generate(data_path, seed=0, **preset.synth)
             return {"path": str(data_path)}
 
@@ -109,14 +120,11 @@ def run_pipeline(preset_name: str, out_dir: str | Path, *, data: str | Path | No
     configs: dict[str, Any] = {}
     for name, (cfg_file, extra) in preset.models.items():
         cfg = load_config(_config_file(cfg_file), [*extra, f"data.path={data_path}", *(overrides or [])])
-        cfg.train.progress = False
         configs[name] = cfg
         run_dir = out / "runs" / name.lower()
         runs[name] = run_dir
 
         def do_train(cfg: Any = cfg, run_dir: Path = run_dir) -> dict[str, Any]:
-            from .train import train
-
             resume = run_paths(run_dir)["checkpoint"].exists()
             summary = train(cfg, run_dir, resume=resume)
             return {"run": str(run_dir), "seconds": summary["seconds"], "val": summary["val"]}
@@ -128,19 +136,26 @@ def run_pipeline(preset_name: str, out_dir: str | Path, *, data: str | Path | No
              if (t in ("speaker", "phone") and layout in ("librispeech", "synthetic"))
              or (t not in ("speaker", "phone") and layout in ("artificial", "synthetic"))]
     probes: dict[str, dict[str, Any]] = {}
-    for i, (name, run_dir) in enumerate(runs.items()):
+    for name, run_dir in runs.items():
         for task in tasks:
-            def do_probe(task: str = task, run_dir: Path = run_dir, baselines: bool = i == 0) -> dict[str, Any]:
-                from .probe import ProbeSettings, run_probe
-
-                settings = ProbeSettings(task=task, pool="none" if task == "phone" else "mean",
-                                         seeds=preset.probe_seeds, standardize=True,
-                                         epochs=preset.probe_epochs if task != "phone" else max(5, preset.probe_epochs // 3),
-                                         batch_size=64 if task != "phone" else 512)
-                res = run_probe(run_dir, data_path, out / "probes" / name.lower(), settings, baselines=baselines)
+            # every model gets its random-init twin; features (log-mel included) are encoded once per source and
+            # dataset into the shared OUT/features cache, so later tasks of the same items reuse them
+            def do_probe(task: str = task, run_dir: Path = run_dir, name: str = name) -> dict[str, Any]:
+                settings = probe_settings(preset, task)
+                res = run_probe(run_dir, data_path, out / "probes" / name.lower(), settings, baselines=True,
+                                cache_dir=out / "features")
                 return _strip_confusions(res)
 
             probes.setdefault(name, {})[task] = stages.run(f"probe-{name.lower()}-{task}", do_probe)
+
+    # ---- ABX (triphone, within / across speaker) on the phone-aligned utterances, beside the phone probe ----
+    abx: dict[str, Any] = {}
+    if "phone" in tasks:
+        for name, run_dir in runs.items():
+            def do_abx(run_dir: Path = run_dir, name: str = name) -> dict[str, Any]:
+                return pipeline_abx(run_dir, data_path, out / "abx" / name.lower(), cache_dir=out / "features")
+
+            abx[name] = stages.run(f"abx-{name.lower()}", do_abx)
 
     # ---- decoders, latent tools, ICS ----
     decoders: dict[str, Any] = {}
@@ -158,22 +173,27 @@ def run_pipeline(preset_name: str, out_dir: str | Path, *, data: str | Path | No
     if layout in ("artificial", "synthetic"):
         for name, run_dir in runs.items():
             def do_analysis(run_dir: Path = run_dir, name: str = name) -> dict[str, Any]:
-                from .analysis.cli import analyze_run
-
                 return analyze_run(run_dir, data_path, out / "analysis" / name.lower(),
                                    max_items=preset.analysis_items)
 
             analyses[name] = stages.run(f"analysis-{name.lower()}", do_analysis)
 
     results = {"preset": preset_name, "data": str(data_path), "layout": layout,
-               "configs": {n: c.to_dict() for n, c in configs.items()}, "probes": probes, "decoders": decoders,
-               "analysis": analyses}
+               "configs": {n: c.to_dict() for n, c in configs.items()}, "probes": probes, "abx": abx,
+               "decoders": decoders, "analysis": analyses, "timings": stages.summary()}
     atomic_write_json(out / "results.json", results)
-    from .report import build_pipeline_report
-
     report = build_pipeline_report(out, results, runs)
     log(f"report: {report}  ({time.time() - t_start:.0f}s this call)")
     return results
+
+
+def probe_settings(preset: Preset, task: str) -> ProbeSettings:
+    """The pipeline's probe protocol for ``task``: standardised inputs; phones per label frame, fewer epochs of
+    larger batches (many more training rows)."""
+    phone = task == "phone"
+    return ProbeSettings(task=task, pool="none" if phone else "mean", seeds=preset.probe_seeds, standardize=True,
+                         epochs=max(5, preset.probe_epochs // 3) if phone else preset.probe_epochs,
+                         batch_size=512 if phone else 64)
 
 
 def _strip_confusions(res: dict[str, Any]) -> dict[str, Any]:
@@ -187,31 +207,17 @@ def _strip_confusions(res: dict[str, Any]) -> dict[str, Any]:
 def decoder_stage(run_dir: Path, data_path: Path, out: Path, module: int, preset: Preset, *,
                   mode: str) -> dict[str, Any]:
     """Train a decoder, then write reconstructions, traversals, interpolations, prior samples and the ICS."""
-    import numpy as np
-    import soundfile as sf
-    import torch
-
-    from .decoder import load_decoder, train_decoder
-    from .latent import ics, interpolate, sample_prior, traverse
-    from .train import load, run_config
-
     cfg = run_config(run_dir)
     summary = train_decoder(run_dir, data_path, module, loss=preset.decoder_loss, mode=mode,
-                            epochs=preset.decoder_epochs, batch_size=16, seed=0, out_dir=out, max_items=preset.decoder_items)
+                            epochs=preset.decoder_epochs, batch_size=16, seed=0, out_dir=out,
+                            max_items=preset.decoder_items, progress=True)
     decoder = load_decoder(out / "decoder.pt").eval()
-    encoder = load(run_dir)
-    from .data import detect_layout, open_dataset
-    from .data.records import collate
-    from .train import data_view
-
-    layout = detect_layout(data_path)
-    test = open_dataset(data_path, split="test", view=data_view(cfg, layout), sample_rate=cfg.data.sample_rate,
-                        crop=cfg.data.crop, random_crop=False)
+    source = EncoderSource.from_run(run_dir)
+    # the run's own test split at its training crop (data.split_scheme and every other data key of its config)
+    test = open_run_data(cfg, "test", data_path=data_path, crop="config", seed=0)
     n = min(len(test), preset.ics_items)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        waves = collate([test[i] for i in range(n)])["wave"]
-        latents = encoder.encode(waves, mode=mode)[module]  # (N, T, C)
+    fs = extract_features(source, test, outputs=[module], mode=mode, pool="none", seed=0, indices=range(n))
+    latents = torch.from_numpy(np.stack(fs.features[0]))  # (N, T, C)
     sr = cfg.data.sample_rate
     audio_dir = out / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
@@ -224,7 +230,7 @@ def decoder_stage(run_dir: Path, data_path: Path, out: Path, module: int, preset
         base = latents[0]
         for j, w in enumerate(traverse(decoder, base, dim, values)):
             p = audio_dir / f"traverse_dim{dim}_{j}.wav"
-            sf.write(p, np.asarray(w, dtype=np.float32).reshape(-1), sr)
+            write_wav(p, np.asarray(w, dtype=np.float32).reshape(-1), sr)
             files["traversal"].append(str(p))
         lambdas = torch.linspace(0, 1, 5)
         z1, z2 = latents[0], latents[min(1, n - 1)]
@@ -233,17 +239,15 @@ def decoder_stage(run_dir: Path, data_path: Path, out: Path, module: int, preset
             dec = decoder(torch.as_tensor(zs))
             for j in range(dec.shape[0]):
                 p = audio_dir / f"{kind}_{j}.wav"
-                sf.write(p, dec[j].reshape(-1).numpy().astype(np.float32), sr)
+                write_wav(p, dec[j].reshape(-1).numpy().astype(np.float32), sr)
                 files[kind].append(str(p))
         prior = sample_prior(decoder, 3, latents.shape[1], latents.shape[2], seed=0)
         for j, w in enumerate(prior):
             p = audio_dir / f"prior_{j}.wav"
-            sf.write(p, np.asarray(w, dtype=np.float32).reshape(-1), sr)
+            write_wav(p, np.asarray(w, dtype=np.float32).reshape(-1), sr)
             files["prior"].append(str(p))
     score = ics(decoder, latents, n_items=preset.ics_items, seed=0)
     score = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in score.items()}
-    from .analysis import ics_dims_to_reach
-
     half = ics_dims_to_reach(score["ds"], score["relative"], level=0.5)
     score["dims_to_half"] = None if half == float("inf") else float(half)
     atomic_write_json(out / "ics.json", score)

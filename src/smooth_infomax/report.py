@@ -1,7 +1,10 @@
 """A self-contained HTML report: tables, figures and audio players in one file that needs no network.
 
 Figures (PNG) and audio (WAV) are embedded as base64 ``data:`` URIs, styles are inline, and there is no
-script, so the page opens from disk in any browser, offline. Build it from :class:`Section` objects::
+script, so the page opens from disk in any browser, offline. Every audio player comes with the clip's log-mel
+spectrogram beside it (:func:`audio`), and traversals get a strip of spectrograms along the traversed values
+(:func:`traversal_strip`), so a reader sees what a dimension changes without pressing play. Build it from
+:class:`Section` objects::
 
     sections = [Section("Probes", [table(["model", "acc"], [["SIM", "91.2"]]), figure("loss.png", "Loss")])]
     write_report("out/report.html", "smooth-infomax quick run", sections)
@@ -11,10 +14,23 @@ from __future__ import annotations
 
 import base64
 import html
+import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import numpy as np
+import yaml
+
+from .abx.evaluate import abx_report_rows
+from .analysis.plots import (
+    ics_curves,
+    loss_curves,
+    spectrogram_png,
+    spectrogram_strip,
+    weight_density_plot,
+)
+from .audio import read_audio
 from .checkpoint import atomic_write_text
 
 CSS = """
@@ -23,10 +39,15 @@ line-height:1.45;padding:0 1rem}
 h1{font-size:1.7rem;margin-bottom:.2rem}h2{border-bottom:2px solid #e3e7ef;padding-bottom:.2rem;margin-top:2.2rem}
 table{border-collapse:collapse;margin:.8rem 0;font-size:.92rem}th,td{border:1px solid #d5dae4;padding:.3rem .6rem;
 text-align:right}th{background:#f1f4f9}td:first-child,th:first-child{text-align:left}
-figure{display:inline-block;margin:.6rem 1rem .6rem 0;vertical-align:top}figure img{max-width:520px;border:1px solid #e3e7ef}
+figure{display:inline-block;margin:.6rem 1rem .6rem 0;vertical-align:top}
+figure img{max-width:520px;border:1px solid #e3e7ef}
 figcaption{font-size:.85rem;color:#4a5368;max-width:520px}.audio{display:inline-block;margin:.4rem 1rem .4rem 0;
-font-size:.85rem}.audio audio{display:block;width:260px}pre{background:#f6f8fb;padding:.8rem;overflow:auto;font-size:.8rem}
+font-size:.85rem}.audio audio{display:block;width:260px}
+pre{background:#f6f8fb;padding:.8rem;overflow:auto;font-size:.8rem}
 .note{color:#4a5368;font-size:.9rem}
+.clip{display:inline-flex;align-items:center;gap:.4rem;margin:.4rem 1rem .4rem 0;vertical-align:top;
+border:1px solid #e3e7ef;padding:.3rem}.clip .audio{margin:0}.clip img.spec{height:110px;display:block}
+.strip img{max-width:100%;border:1px solid #e3e7ef}
 """
 
 
@@ -61,13 +82,57 @@ def figure(path: str | Path, caption: str = "") -> str:
             f"<figcaption>{esc(caption)}</figcaption></figure>")
 
 
-def audio(path: str | Path, caption: str = "") -> str:
-    """An embedded WAV player."""
+def _read_wave(path: Path) -> tuple[np.ndarray, int]:
+    """A WAV file as mono float32 (T,) and its sample rate. The package writes 16-bit PCM WAV with the standard
+    library (decoding/media.py), read back the same way, so a report needs no soundfile (GPU images lack it);
+    other files go through :func:`smooth_infomax.audio.read_audio`."""
+    try:
+        with wave.open(str(path), "rb") as fh:
+            if fh.getsampwidth() == 2:
+                raw = np.frombuffer(fh.readframes(fh.getnframes()), dtype="<i2").astype(np.float32) / 32768.0
+                return raw.reshape(-1, fh.getnchannels()).mean(axis=1), int(fh.getframerate())
+    except (wave.Error, EOFError):
+        pass
+    return read_audio(path)
+
+
+def spectrogram_file(wav: str | Path) -> Path:
+    """``x.wav`` -> ``x.spec.png`` beside it: its log-mel spectrogram (made when missing or older than the WAV)."""
+    wav = Path(wav)
+    png = wav.with_name(wav.stem + ".spec.png")
+    if not png.is_file() or png.stat().st_mtime < wav.stat().st_mtime:
+        wave, sr = _read_wave(wav)
+        spectrogram_png(wave, png, sr)
+    return png
+
+
+def audio(path: str | Path, caption: str = "", *, spectrogram: bool = True) -> str:
+    """An embedded WAV player, with the clip's log-mel spectrogram beside it (``spectrogram=False``: player only)."""
     path = Path(path)
     if not path.is_file():
         return f"<p class='note'>audio not available: {esc(path.name)}</p>"
-    return (f"<div class='audio'>{esc(caption or path.stem)}<audio controls preload='auto' "
-            f"src='{_data_uri(path, 'audio/wav')}'></audio></div>")
+    player = (f"<div class='audio'>{esc(caption or path.stem)}<audio controls preload='auto' "
+              f"src='{_data_uri(path, 'audio/wav')}'></audio></div>")
+    if not spectrogram:
+        return player
+    png = spectrogram_file(path)
+    return (f"<div class='clip'>{player}<img class='spec' alt='log-mel spectrogram of {esc(caption or path.stem)}' "
+            f"src='{_data_uri(png, 'image/png')}'></div>")
+
+
+def traversal_strip(wavs: Sequence[str | Path], values: Sequence[float], png: str | Path, caption: str = "", *,
+                    value_name: str = "value") -> str:
+    """Log-mel spectrograms of a traversal's decoded clips side by side (one per value), as an embedded figure.
+
+    The strip is written to ``png``; a missing WAV gives a note instead of the figure.
+    """
+    paths = [Path(w) for w in wavs]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing or not paths:
+        return f"<p class='note'>traversal strip not available: {esc(', '.join(missing) or 'no clips')}</p>"
+    waves = [_read_wave(p) for p in paths]
+    spectrogram_strip([w for w, _ in waves], list(values), png, waves[0][1], value_name=value_name)
+    return f"<div class='strip'>{figure(png, caption)}</div>"
 
 
 def pre(text: str) -> str:
@@ -116,6 +181,15 @@ def fmt(x: Any, digits: int = 3) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
+def _stage_times_section(timings: dict[str, Any]) -> Section:
+    """Wall time and peak memory of every pipeline stage (``results.json['timings']``, from stages.py)."""
+    rows = [[name, f"{rec.get('seconds', 0.0):.1f}", fmt(rec.get("peak_rss_mb", "–")),
+             "earlier call" if rec.get("skipped") else "this call"] for name, rec in timings["stages"].items()]
+    rows.append(["total", f"{timings.get('seconds_total', 0.0):.1f}", fmt(timings.get("peak_rss_mb", "–")), ""])
+    return Section("Stage times", [table(["stage", "seconds", "peak memory (MB)", "ran in"], rows)],
+                   note="Wall time of each stage and the resident-memory high-water mark of the process during it.")
+
+
 def _probe_table(probes: dict[str, Any]) -> str:
     """One row per (task, model); one column per encoder output; accuracy mean ± std over seeds."""
     outputs: list[str] = []
@@ -160,12 +234,19 @@ def _analysis_rows(analyses: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+TRAVERSAL_RANGE = 2.68  # the traversal's default span, about 99 % of N(0, 1) (METHOD section 10)
+
+
+def traversal_values(d: dict[str, Any], n: int) -> list[float]:
+    """The traversed values of a decoder result (``traversal_values`` when recorded, else the default span)."""
+    values = d.get("traversal_values")
+    if values is not None and len(values) == n:
+        return [float(v) for v in values]
+    return [float(v) for v in np.linspace(-TRAVERSAL_RANGE, TRAVERSAL_RANGE, n)] if n else []
+
+
 def build_pipeline_report(out: Path, results: dict[str, Any], runs: dict[str, Path]) -> Path:
     """Figures from the pipeline's outputs, then ``out/report.html``."""
-    import numpy as np
-    import yaml
-
-    from .analysis.plots import ics_curves, loss_curves, weight_density_plot
 
     out = Path(out)
     fig_dir = out / "figures"
@@ -186,9 +267,17 @@ def build_pipeline_report(out: Path, results: dict[str, Any], runs: dict[str, Pa
     sections.append(Section("Training", curves))
 
     if results["probes"]:
-        sections.append(Section("Linear probes (accuracy %)", [_probe_table(results["probes"])], note="Mean ± std over seeds on the whole test split; features are "
+        sections.append(Section("Linear probes (accuracy %)", [_probe_table(results["probes"])],
+                                note="Mean ± std over seeds on the whole test split; features are "
                                                    "posterior means, standardised with training-set statistics; "
                                                    "time-mean pooling (phones: per 10 ms frame)."))
+
+    abx_headers, abx_rows = abx_report_rows(results.get("abx") or {})
+    if abx_rows:
+        sections.append(Section("ABX error (%)", [table(abx_headers, abx_rows)],
+                                note="Triphone ABX, within context (ZeroSpeech / Libri-light): frame-wise angular "
+                                     "distance averaged along the DTW path; mean over contexts, speakers, phone "
+                                     "pairs; lower is better, chance 50 %. Utterances with phone labels only."))
 
     parts = []
     if results["analysis"]:
@@ -214,14 +303,17 @@ def build_pipeline_report(out: Path, results: dict[str, Any], runs: dict[str, Pa
             for png in sorted(adir.glob("histograms_*.png"))[-1:]:
                 parts.append(figure(png, f"{name}: latent histograms against N(0, 1), {png.stem.split('_', 1)[1]}"))
             for png in sorted(adir.glob("tsne_*.png"))[-1:]:
-                parts.append(figure(png, f"{name}: t-SNE of time-mean latents by syllable, {png.stem.split('_', 1)[1]}"))
+                parts.append(figure(png, f"{name}: t-SNE of time-mean latents by syllable, "
+                                         f"{png.stem.split('_', 1)[1]}"))
     ics_data = {name: (d["ics"]["ds"], d["ics"]["relative"]) for name, d in results["decoders"].items() if d.get("ics")}
     if ics_data:
-        parts.append(table(["model", "module", "items", "E_max", "dims to halve the error", "area under relative curve"],
+        parts.append(table(["model", "module", "items", "E_max", "dims to halve the error",
+                            "area under relative curve"],
                            [[name, str(d["module"]), str(d["ics"].get("n_items")), fmt(d["ics"].get("e_max")),
                              fmt(d["ics"].get("dims_to_half")), fmt(d["ics"].get("auc"))]
                             for name, d in results["decoders"].items() if d.get("ics")],
-                           caption="Interpolation contribution score (fewer dimensions / lower area = more concentrated)"))
+                           caption="Interpolation contribution score "
+                                   "(fewer dimensions / lower area = more concentrated)"))
         png = fig_dir / "ics.png"
         ics_curves(ics_data, png)
         parts.append(figure(png, "Interpolation contribution score: relative error after replacing the top-d "
@@ -234,12 +326,25 @@ def build_pipeline_report(out: Path, results: dict[str, Any], runs: dict[str, Pa
         audio_parts.append(f"<h3>{esc(name)} (decoder for module {d['module']}, {d['mode']} latents)</h3>")
         for wav in sorted(ddir.glob("orig_*.wav"))[:2]:
             audio_parts.append(audio(wav, f"original {wav.stem.split('_')[-1]}"))
-            audio_parts.append(audio(ddir / wav.name.replace("orig_", "recon_"), f"reconstruction {wav.stem.split('_')[-1]}"))
-        for kind, label in (("traversal", f"traversal of dim {d.get('traversal_dim')}"), ("interpolation", "interpolation"),
-                            ("partial", "partial interpolation (top C/8 dims)"), ("prior", "N(0, I) sample")):
+            audio_parts.append(audio(ddir / wav.name.replace("orig_", "recon_"),
+                                     f"reconstruction {wav.stem.split('_')[-1]}"))
+        travs = d["audio"].get("traversal", [])
+        values = traversal_values(d, len(travs))
+        if travs:
+            audio_parts.append(traversal_strip(
+                travs, values, fig_dir / f"traversal_{name.lower()}.png",
+                f"{name}: log-mel spectrograms along the traversal of dim {d.get('traversal_dim')} (left to right: "
+                f"the traversed values)", value_name=f"z{d.get('traversal_dim')}"))
+        for j, wav in enumerate(travs):
+            audio_parts.append(audio(wav, f"traversal of dim {d.get('traversal_dim')} = {values[j]:+.2f}"))
+        for kind, label in (("interpolation", "interpolation"), ("partial", "partial interpolation (top C/8 dims)"),
+                            ("prior", "N(0, I) sample")):
             for j, wav in enumerate(d["audio"].get(kind, [])):
                 audio_parts.append(audio(wav, f"{label} {j}"))
     sections.append(Section("Listen", audio_parts))
+    if results.get("timings", {}).get("stages"):
+        sections.append(_stage_times_section(results["timings"]))
     sections.append(Section("Configuration", [pre(yaml.safe_dump(results["configs"], sort_keys=False))]))
     return write_report(out / "report.html", "smooth-infomax report", sections,
                         subtitle=f"preset {results['preset']}; SIM vs baselines on {results['layout']} data")
+

@@ -2,17 +2,34 @@
 concentration of information in few dimensions, Gaussianity / posterior collapse, and figures.
 
 Pure functions: numpy arrays in, floats or JSON-ready dicts out, no global state. Figures live in
-:mod:`smooth_infomax.analysis.plots` (imported lazily; matplotlib is only needed there) and the ``analyze`` command
-in :mod:`smooth_infomax.analysis.cli`.
+:mod:`smooth_infomax.analysis.plots` and the ``analyze`` command in :mod:`smooth_infomax.analysis.cli`.
 """
 
-from .concentration import (concentration_metrics, dims_for_energy, gini, ics_auc, ics_dims_to_reach,
-                            normalize_weights, participation_ratio, top_k_energy)
+from .concentration import (
+                            concentration_metrics,
+                            dims_for_energy,
+                            gini,
+                            ics_auc,
+                            ics_dims_to_reach,
+                            normalize_weights,
+                            participation_ratio,
+                            top_k_energy,
+)
 from .disentanglement import dci, discretize, factor_entropies, mig, mutual_info_matrix, sap
-from .gaussianity import (active_dimensions, aggregate_kl_per_dim, aggregate_kl_to_standard_normal,
-                          gaussianity_report, per_dim_moments)
-from .total_correlation import (gaussian_total_correlation, knn_total_correlation, reference_total_correlation,
-                                total_correlation)
+from .gaussianity import (
+                            active_dimensions,
+                            aggregate_kl_per_dim,
+                            aggregate_kl_to_standard_normal,
+                            gaussianity_report,
+                            per_dim_moments,
+)
+from .plots import ics_curves, latent_histograms, loss_curves, tsne_plot, weight_density_plot
+from .total_correlation import (
+                            gaussian_total_correlation,
+                            knn_total_correlation,
+                            reference_total_correlation,
+                            total_correlation,
+)
 
 __all__ = [
     "total_correlation", "gaussian_total_correlation", "knn_total_correlation", "reference_total_correlation",
@@ -23,14 +40,3 @@ __all__ = [
     "gaussianity_report",
     "weight_density_plot", "latent_histograms", "tsne_plot", "loss_curves", "ics_curves",
 ]
-
-_PLOTS = {"weight_density_plot", "latent_histograms", "tsne_plot", "loss_curves", "ics_curves"}
-
-
-def __getattr__(name: str):
-    # Plot functions are re-exported lazily so importing the metrics never imports matplotlib.
-    if name in _PLOTS:
-        from . import plots
-
-        return getattr(plots, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

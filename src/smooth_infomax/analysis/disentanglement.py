@@ -17,7 +17,11 @@ of about (bins - 1)(levels - 1) / (2N) nats, so use N well above bins x levels.
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
+from sklearn.ensemble import ExtraTreesClassifier
+from sklearn.linear_model import LogisticRegression
 
 __all__ = ["mutual_info_matrix", "mig", "dci", "sap", "discretize", "factor_entropies"]
 
@@ -133,8 +137,6 @@ def _importance(z_tr, y_tr, z_te, y_te, predictor: str, seed: int, n_estimators:
     if np.unique(y_tr).size < 2:  # nothing to learn: predict the single training class
         return np.zeros(z_tr.shape[1]), float(np.mean(y_te == y_tr[0]))
     if predictor == "trees":
-        from sklearn.ensemble import ExtraTreesClassifier
-
         # All features are candidates at every split (max_features=None): with feature subsampling, splits that
         # cannot see the informative dimension leak importance to others and DCI drops even for a perfect code.
         model = ExtraTreesClassifier(n_estimators=n_estimators, max_features=None, min_samples_leaf=2,
@@ -142,13 +144,9 @@ def _importance(z_tr, y_tr, z_te, y_te, predictor: str, seed: int, n_estimators:
         model.fit(z_tr, y_tr)
         imp = model.feature_importances_
     elif predictor == "logistic":
-        from sklearn.linear_model import LogisticRegression
-
         mean, std = z_tr.mean(axis=0), z_tr.std(axis=0)
         std[std == 0] = 1.0
         z_tr, z_te = (z_tr - mean) / std, (z_te - mean) / std
-        import inspect
-
         # scikit-learn >= 1.8 selects L1 through l1_ratio (``penalty`` deprecated); older versions need penalty.
         if inspect.signature(LogisticRegression).parameters["penalty"].default == "deprecated":
             l1 = {"l1_ratio": 1.0}

@@ -9,32 +9,44 @@ atomically (temp file + rename) and returns the path as a :class:`pathlib.Path`.
 * :func:`tsne_plot` - 2-D t-SNE of latents coloured by label (section 14).
 * :func:`loss_curves` - per-module train/validation InfoNCE (and KL) against epoch from a metrics CSV.
 * :func:`ics_curves` - interpolation-contribution-score curves on a log2 axis (section 11).
+* :func:`spectrogram_png` - the log-mel spectrogram of one waveform (shown beside every audio player).
+* :func:`spectrogram_strip` - a row of log-mel spectrograms along a traversal, one per traversed value.
 """
 
 from __future__ import annotations
 
 import csv
+import inspect
 import io
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+import matplotlib
 import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from scipy.stats import gaussian_kde
+from sklearn.manifold import TSNE
+from threadpoolctl import threadpool_limits
 
-__all__ = ["weight_density_plot", "latent_histograms", "tsne_plot", "loss_curves", "ics_curves"]
+from ..checkpoint import atomic_write_bytes
+from ..mel import log_mel
+from .concentration import normalize_weights
+
+__all__ = ["weight_density_plot", "latent_histograms", "tsne_plot", "loss_curves", "ics_curves",
+           "spectrogram_png", "spectrogram_strip", "log_mel_image", "layer_profile_plot"]
 
 
 def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)
     return fig
 
 
 def _save(fig, path) -> Path:
-    from ..checkpoint import atomic_write_bytes
-
     path = Path(path)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -59,10 +71,6 @@ def weight_density_plot(weights_by_model: Mapping[str, Any], path, title: str | 
     large weights ("information in few dimensions"). A model whose weights are all equal is drawn as a vertical
     line.
     """
-    from scipy.stats import gaussian_kde
-
-    from .concentration import normalize_weights
-
     if not weights_by_model:
         raise ValueError("weights_by_model is empty; pass at least one model's weights")
     fig = _figure(6.4, 4.2)
@@ -135,12 +143,6 @@ def tsne_plot(x, labels, label_names: Sequence[str] | Mapping[Any, str] | None, 
     deliberate: scikit-learn's Barnes-Hut gradient with all cores can stall for seconds per iteration on a busy
     machine (observed: 15 s instead of 0.1 s for 60 points), while one thread handles N = 2000 in seconds.
     """
-    import inspect
-    from contextlib import nullcontext
-
-    from sklearn.manifold import TSNE
-    from threadpoolctl import threadpool_limits
-
     data = _to_numpy(x).astype(np.float64)
     if data.ndim == 1:
         data = data[:, None]
@@ -177,8 +179,6 @@ def tsne_plot(x, labels, label_names: Sequence[str] | Mapping[Any, str] | None, 
 
 
 def _colormap(name: str):
-    import matplotlib
-
     return matplotlib.colormaps[name]
 
 
@@ -283,5 +283,106 @@ def ics_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], pa
     ax.set_ylabel("relative error E_d / E_0")
     ax.set_title(title or "Interpolation contribution score")
     ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Spectrograms: look, not only listen
+# --------------------------------------------------------------------------------------------------
+
+SPEC_FLOOR_DB = 80.0  # dynamic range shown below the loudest bin
+
+
+def log_mel_image(wave, sample_rate: int = 16000, n_mels: int = 64) -> np.ndarray:
+    """The package's log-mel (dB) of one waveform ((T,), (1, T) or (1, 1, T)) -> (n_mels, frames) float64.
+
+    25 ms Hann window (FFT size the next power of two), 10 ms hop, Slaney-normalised HTK mel filters up to
+    sample_rate / 2 (:func:`smooth_infomax.mel.log_mel`). Waveforms shorter than a window are zero-padded to one.
+    """
+    w = torch.as_tensor(_to_numpy(wave), dtype=torch.float32).reshape(-1)
+    if w.numel() == 0 or not bool(torch.isfinite(w).all()):
+        raise ValueError(f"need a non-empty, finite waveform, got {w.numel()} samples")
+    win = max(16, int(round(0.025 * sample_rate)))
+    n_fft = 1 << (win - 1).bit_length()
+    hop = max(1, int(round(0.010 * sample_rate)))
+    if w.numel() < n_fft:
+        w = torch.nn.functional.pad(w, (0, n_fft - w.numel()))
+    spec = log_mel(w, n_fft=n_fft, hop=hop, n_mels=n_mels, sample_rate=int(sample_rate), win_length=win, scale="db")
+    return spec[0].double().numpy()
+
+
+def _draw_spec(ax, db: np.ndarray, duration: float, sample_rate: int, vmax: float, label_axes: bool) -> Any:
+    img = ax.imshow(db, origin="lower", aspect="auto", cmap="magma", vmin=vmax - SPEC_FLOOR_DB, vmax=vmax,
+                    extent=(0.0, max(duration, 1e-9), 0.0, db.shape[0]), interpolation="nearest")
+    ticks = [0, db.shape[0] // 2, db.shape[0]]
+    ax.set_yticks(ticks)
+    ax.set_yticklabels(["0", "", f"{sample_rate / 2000:g}k"] if label_axes else ["", "", ""], fontsize=7)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.xaxis.set_major_locator(MaxNLocator(4))
+    return img
+
+
+def spectrogram_png(wave, path, sample_rate: int = 16000, *, title: str | None = None, n_mels: int = 64,
+                    width: float = 3.4, height: float = 1.7) -> Path:
+    """A small log-mel spectrogram image (dB, 80 dB range, mel bins up to Nyquist) of one waveform (T,)."""
+    db = log_mel_image(wave, sample_rate, n_mels)
+    n = int(np.asarray(_to_numpy(wave)).size)
+    fig = _figure(width, height)
+    ax = fig.add_subplot(1, 1, 1)
+    _draw_spec(ax, db, n / sample_rate, sample_rate, float(db.max()), True)
+    ax.set_xlabel("s", fontsize=7, labelpad=1)
+    if title:
+        ax.set_title(title, fontsize=8)
+    fig.tight_layout(pad=0.3)
+    return _save(fig, path)
+
+
+def spectrogram_strip(waves: Sequence[Any], values: Sequence[Any], path, sample_rate: int = 16000, *,
+                      title: str | None = None, value_name: str = "value", n_mels: int = 64) -> Path:
+    """Log-mel spectrograms side by side, one per traversed value, on one shared colour scale.
+
+    ``waves``: the decoded waveforms (each (T,)); ``values``: the traversed value of each (labels the panels).
+    A shared scale (80 dB below the loudest bin of all panels) makes level changes along the strip visible.
+    """
+    if len(waves) == 0 or len(waves) != len(values):
+        raise ValueError(f"need one traversed value per waveform and at least one, got {len(waves)} waveforms "
+                         f"and {len(values)} values")
+    dbs = [log_mel_image(w, sample_rate, n_mels) for w in waves]
+    durations = [int(np.asarray(_to_numpy(w)).size) / sample_rate for w in waves]
+    vmax = max(float(d.max()) for d in dbs)
+    fig = _figure(min(16.0, 1.9 * len(dbs) + 0.4), 2.0)
+    axes = fig.subplots(1, len(dbs), squeeze=False)[0]
+    for i, (ax, db, v) in enumerate(zip(axes, dbs, values)):
+        _draw_spec(ax, db, durations[i], sample_rate, vmax, i == 0)
+        label = f"{v:+.2f}" if isinstance(v, (float, np.floating)) else str(v)
+        ax.set_title(f"{value_name} {label}", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout(pad=0.3)
+    return _save(fig, path)
+
+
+def layer_profile_plot(series: Mapping[str, Sequence[float | None]], path, *, title: str | None = None,
+                       ylabel: str = "accuracy", chance: float | None = None) -> Path:
+    """One line per model of a per-output number against relative depth (output i of n at i / (n - 1)).
+
+    Models with different numbers of layers share the x axis this way; None values are gaps. ``chance`` draws a
+    dotted horizontal line.
+    """
+    if not series:
+        raise ValueError("series is empty; pass at least one model's per-output values")
+    fig = _figure(6.4, 3.8)
+    ax = fig.add_subplot(1, 1, 1)
+    for name, values in series.items():
+        y = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+        x = np.linspace(0.0, 1.0, len(y)) if len(y) > 1 else np.zeros(1)
+        ax.plot(x, y, marker="o", label=str(name))
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle=":", linewidth=1, label="chance")
+    ax.set_xlabel("relative depth (first output 0, last 1)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or ylabel)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path)

@@ -38,7 +38,9 @@ zero exactly when the dimensions are independent. Three estimators are offered b
 from __future__ import annotations
 
 import numpy as np
+from scipy.spatial import cKDTree
 from scipy.special import digamma
+from sklearn.neighbors import KernelDensity
 
 __all__ = ["total_correlation", "gaussian_total_correlation", "knn_total_correlation",
            "reference_total_correlation"]
@@ -186,8 +188,6 @@ def knn_total_correlation(x, *, k: int = 5, seed: int = 0, transform: str = "sta
     to any monotone map of each column) first, and a jitter of 1e-10 (seeded) breaks ties. Cost:
     O(N log N) per dimension plus one k-d tree query in D dimensions.
     """
-    from scipy.spatial import cKDTree
-
     arr = _as_samples(x)
     n, d = arr.shape
     k = int(k)
@@ -218,8 +218,6 @@ def reference_total_correlation(x, *, bandwidth: float = 0.1) -> float:
     entropies H = -mean log p_hat(x_n) over the same samples that were used to fit, TC = sum_i H(z_i) - H(z).
     Cost O(N^2 D); subsample N for large inputs.
     """
-    from sklearn.neighbors import KernelDensity
-
     arr = _as_samples(x)
     if bandwidth <= 0:
         raise ValueError(f"bandwidth must be positive, got {bandwidth}")

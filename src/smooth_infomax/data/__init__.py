@@ -2,86 +2,25 @@
 
 :func:`open_dataset` is the one entry point the rest of the package uses; :func:`detect_layout` tells the
 layouts apart. Every dataset yields :class:`~smooth_infomax.data.records.Utterance` items (mono float32 wave
-of shape (1, T) at ``sample_rate``) and has ``label_names`` and ``set_epoch``. Importing this package is cheap
-(torch is imported when a dataset is opened).
+of shape (1, T) at ``sample_rate``) and has ``label_names`` and ``set_epoch``.
 """
 
 from __future__ import annotations
 
 import inspect
 import os
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..errors import DatasetError, UserError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .artificial import ArtificialSpeechDataset
-    from .folder import AudioDataset, FolderDataset
-    from .librispeech import LibriSpeechDataset
+from ..errors import UserError
+from .artificial import ArtificialSpeechDataset
+from .compact import CompactSpeechDataset, is_compact
+from .folder import AudioDataset, FolderDataset
+from .layout import LAYOUTS, detect_layout
+from .librispeech import LibriSpeechDataset
+from .segments import SegmentDataset
 
 __all__ = ["open_dataset", "detect_layout", "LAYOUTS", "AudioDataset", "FolderDataset", "LibriSpeechDataset",
-           "ArtificialSpeechDataset"]
-
-LAYOUTS = ("librispeech", "artificial", "folder", "synthetic")
-_LAZY = {
-    "AudioDataset": "folder",
-    "FolderDataset": "folder",
-    "LibriSpeechDataset": "librispeech",
-    "ArtificialSpeechDataset": "artificial",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _is_subset_dir(folder: Path) -> bool:
-    """True when ``folder`` holds LibriSpeech speaker folders: ``<digits>/<digits>/`` (speaker/chapter)."""
-    try:
-        for spk in folder.iterdir():
-            if spk.is_dir() and spk.name.isdigit():
-                return any(ch.is_dir() and ch.name.isdigit() for ch in spk.iterdir())
-    except OSError:
-        pass
-    return False
-
-
-def detect_layout(path: str | os.PathLike[str]) -> str:
-    """``"artificial"``, ``"synthetic"``, ``"librispeech"`` or ``"folder"`` for a dataset path.
-
-    * artificial: a ``reshuffledv2`` or ``split up data padded`` folder;
-    * synthetic: a ``factors.csv`` file (the project's synthetic generator), in the LibriSpeech layout;
-    * librispeech: ``train_split.txt`` / ``test_split.txt``, or a subset folder of speaker folders
-      (``<subset>/<speaker>/<chapter>/``), or the path is such a subset folder;
-    * folder: anything else (including a CSV manifest file).
-    """
-    p = Path(path)
-    if not p.exists():
-        raise DatasetError(f"{p} does not exist; pass a dataset folder")
-    if p.is_file():
-        if p.suffix.lower() == ".csv":
-            return "folder"
-        raise DatasetError(f"{p} is a file; pass a dataset folder (or a CSV manifest)")
-    if (p / "reshuffledv2").is_dir() or (p / "split up data padded").is_dir():
-        return "artificial"
-    if (p / "factors.csv").is_file():
-        return "synthetic"
-    if (p / "train_split.txt").is_file() or (p / "test_split.txt").is_file():
-        return "librispeech"
-    if (p / "LibriSpeech100_labels_split").is_dir() or _is_subset_dir(p):
-        return "librispeech"
-    try:
-        children = [c for c in p.iterdir() if c.is_dir()]
-    except OSError:
-        children = []
-    if any(_is_subset_dir(c) for c in children):
-        return "librispeech"
-    return "folder"
+           "ArtificialSpeechDataset", "CompactSpeechDataset", "SegmentDataset"]
 
 
 def _call_accepting(cls: Any, *args: Any, **kwargs: Any) -> Any:
@@ -119,22 +58,16 @@ def open_dataset(path: str | os.PathLike[str], *, split: str = "train", view: st
         return UserError(f"view {view!r} is not available for the {layout} layout of {path}; use {choices}")
 
     if layout == "artificial":
-        from .artificial import ArtificialSpeechDataset
-
         view = view or "words"
         if view not in ("words", "syllables"):
             raise bad_view("words or syllables")
+        if is_compact(path):
+            return CompactSpeechDataset(path, view=view, split=split, split_scheme=split_scheme, **common)
         return ArtificialSpeechDataset(path, view=view, split=split, split_scheme=split_scheme, **common)
     if layout == "synthetic" and view == "syllables":
-        from .segments import SegmentDataset
-
         return _call_accepting(SegmentDataset, path, split, **common)
     if view not in (None, "utterances"):
         raise bad_view("utterances or syllables" if layout == "synthetic" else "utterances")
     if layout in ("librispeech", "synthetic"):
-        from .librispeech import LibriSpeechDataset
-
         return LibriSpeechDataset(path, split=split, **common)
-    from .folder import FolderDataset
-
     return FolderDataset(path, split=split, **common)

@@ -89,6 +89,17 @@ def split_files(root: str | os.PathLike[str], view: str, split: str,
     return sorted(listing("test") + moved, key=lambda pm: (pm[0].name, str(pm[0])))
 
 
+
+def view_crop(view: str, crop: int | None | str) -> int | None:
+    """Check ``view`` (words or syllables) and turn ``crop="reference"`` into the reference crop of that view."""
+    if view not in VIEWS:
+        raise UserError(f"view {view!r} is not available for the artificial speech dataset; use words or syllables")
+    if crop == "reference":
+        return REFERENCE_CROP[view]
+    if isinstance(crop, str):
+        raise UserError(f"crop must be an int, None or 'reference', got {crop!r}")
+    return crop
+
 class ArtificialSpeechDataset(AudioDataset):
     """Words or single syllables of the artificial speech dataset, resampled to ``sample_rate`` (once, cached).
 
@@ -116,12 +127,7 @@ class ArtificialSpeechDataset(AudioDataset):
 
     def __init__(self, root: str | os.PathLike[str], view: str = "words", split: str = "train",
                  split_scheme: str = "reference", *, crop: int | None | str = "reference", **kwargs: Any):
-        if view not in VIEWS:
-            raise UserError(f"view {view!r} is not available for the artificial speech dataset; use words or syllables")
-        if crop == "reference":
-            crop = REFERENCE_CROP[view]
-        elif isinstance(crop, str):
-            raise UserError(f"crop must be an int, None or 'reference', got {crop!r}")
+        crop = view_crop(view, crop)
         super().__init__(split=split, crop=crop, **kwargs)
         self.root = Path(root)
         self.view = view

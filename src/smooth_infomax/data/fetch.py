@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
 import tarfile
 import tempfile
 import urllib.error
@@ -173,11 +172,13 @@ def download(url: str, dest: str | os.PathLike[str], *, md5: str | None = None, 
                             break
                         fh.write(block)
                         written += len(block)
-            except (OSError, socket.timeout) as exc:
-                raise UserError(f"download of {url} stopped after {start + written} bytes ({exc}); run the same command "
+            except (TimeoutError, OSError) as exc:
+                raise UserError(f"download of {url} stopped after {start + written} bytes ({exc}); "
+                                f"run the same command "
                                 f"again to resume") from None
             if expected is not None and written != expected:
-                raise UserError(f"download of {url} stopped after {start + written} of {start + expected} bytes; run the "
+                raise UserError(f"download of {url} stopped after {start + written} of {start + expected} bytes; "
+                                f"run the "
                                 f"same command again to resume")
             complete = True
     if complete:

@@ -31,6 +31,7 @@ import torch
 
 from ..audio import AUDIO_SUFFIXES, AudioCache, crop_or_pad, info, read_audio, resampled_length
 from ..errors import AudioError, DatasetError, UserError
+from .alignments import files_signature, find_textgrids, load_textgrids, read_phone_names, window_labels
 from .records import Utterance
 
 log = logging.getLogger("smooth_infomax.data")
@@ -94,6 +95,10 @@ class AudioDataset(torch.utils.data.Dataset):
         self.skipped: list[str] = []
         self.label_names: dict[str, list[str]] = {}
         self.cache = AudioCache(max_bytes=cache_bytes, cache_dir=cache_dir)
+        #: frame-level phone labels by item key (a CPC phone file or TextGrids), or None
+        self.phone_file: Any = None
+        #: names, sizes and times of the phone label files (part of the dataset's identity for feature caches)
+        self.phone_signature = ""
 
     # -- scanning ---------------------------------------------------------------------------------------
 
@@ -147,9 +152,30 @@ class AudioDataset(torch.utils.data.Dataset):
         whole = self.cache.get(item.path, self.sample_rate)
         return whole[offset:] if count is None else whole[offset: offset + count]
 
+    # -- frame-level phones ----------------------------------------------------------------------------
+
+    @property
+    def hop(self) -> int:
+        """Samples per 10 ms phone frame at ``sample_rate`` (160 at 16 kHz)."""
+        return max(1, self.sample_rate // 100)
+
+    def aligned_indices(self) -> list[int]:
+        """Indices of the items that have phone labels (none without a phone source)."""
+        if self.phone_file is None:
+            return []
+        return [i for i, it in enumerate(self.items) if it.key in self.phone_file]
+
     def _window_labels(self, index: int, offset: int, length: int) -> dict[str, Any]:
-        """Labels that depend on the returned window (e.g. frame-level phones); none by default."""
-        return {}
+        """Labels that depend on the returned window: frame-level ``phones`` (LongTensor (F,), one id per
+        10 ms frame, -1 = no label) when the dataset has a phone source; nothing otherwise."""
+        if self.phone_file is None:
+            return {}
+        key = self.items[index].key
+        if key in self.phone_file:
+            labels = self.phone_file.labels(key, len(self.label_names.get("phones", [])) or None)
+        else:  # partial alignments: an item without labels gets "no label" frames
+            labels = np.zeros(0, dtype=np.int64)
+        return {"phones": torch.from_numpy(window_labels(labels, offset, length, self.hop, self.length(index)))}
 
     def __getitem__(self, index: int) -> Utterance:
         if index < 0:
@@ -233,10 +259,16 @@ class FolderDataset(AudioDataset):
 
     A ``split`` column (values ``train`` / ``test``) selects the rows of each split; without it every row is in
     every split. Missing audio files raise DatasetError naming the manifest and the file.
+
+    Phone alignments: Praat TextGrids beside the audio (``a/b.TextGrid`` next to ``a/b.wav``) or under
+    ``<root>/alignments/`` in MFA's output layout (``alignments/a/b.TextGrid``) give frame-level ``phones``
+    labels (see :mod:`smooth_infomax.data.alignments`); ``<root>/phones.txt`` (``<id> <name>``), when present,
+    fixes the phone ids. Files without a TextGrid get "no label" (-1) frames. ``phone_map`` sets how labels
+    become phone names.
     """
 
     def __init__(self, root: str | os.PathLike[str], manifest: str | os.PathLike[str] | None = None,
-                 split: str = "train", **kwargs: Any):
+                 split: str = "train", *, phone_map: Any = None, **kwargs: Any):
         super().__init__(split=split, **kwargs)
         root = Path(root)
         if root.is_file() and root.suffix.lower() == ".csv" and manifest is None:
@@ -255,6 +287,39 @@ class FolderDataset(AudioDataset):
             self.items = self._scan((p, {}, str(p.relative_to(root))) for p in files)
         else:
             self.items = self._scan(self._read_manifest(self.manifest))
+        self._load_textgrids(phone_map)
+
+    def _load_textgrids(self, phone_map: Any) -> None:
+        """TextGrids of every audio file under the root (both splits, so that both get the same inventory)."""
+        audio = {str(p.relative_to(self.root)): p for p in list_audio_files(self.root)}
+        for it in self.items:
+            audio.setdefault(it.key, Path(it.path))
+        grids = find_textgrids(self.root, audio, relative={k: k for k in audio})
+        if not grids:
+            return
+        names = self.root / "phones.txt"
+        self.phone_file = load_textgrids(grids, phone_map,
+                                         inventory=read_phone_names(names) if names.is_file() else None)
+        self.phone_signature = files_signature([*grids.values(), *([names] if names.is_file() else [])])
+        self.label_names["phones"] = self.phone_file.inventory
+        by_path = {str(Path(p).resolve()): k for k, p in audio.items()}
+        for it in self.items:  # items keyed by manifest path: look their TextGrid up by the audio file
+            k = by_path.get(str(Path(it.path).resolve()))
+            if k is not None and k != it.key and k in self.phone_file:
+                self.phone_file.alias(it.key, k)
+        aligned, total = sum(1 for it in self.items if it.key in self.phone_file), len(self.items)
+        if aligned < total:
+            log.warning("phone labels (%s) cover %d of %d files of %s (%.1f%%); phone probes and ABX use the "
+                        "aligned files", self.phone_file.path, aligned, total,
+                        self.split if self.has_split_column else "the folder", 100.0 * aligned / max(1, total))
+
+    def summary(self) -> dict[str, Any]:
+        out = super().summary()
+        if self.phone_file is not None:
+            out["phone_alignments"] = len(self.aligned_indices())
+            out["phone_classes"] = len(self.label_names.get("phones", []))
+            out["phone_source"] = str(self.phone_file.path)
+        return out
 
     def _read_manifest(self, manifest: Path) -> list[tuple[Path, dict[str, Any], str]]:
         try:

@@ -9,7 +9,11 @@ from typing import Any
 
 from ..audio import info as audio_info
 from ..errors import AudioError
-from . import detect_layout
+from . import open_dataset
+from .artificial import SPLIT_SCHEMES, VIEWS, split_files
+from .folder import FolderDataset, list_audio_files
+from .layout import detect_layout
+from .librispeech import MissingSplitFile
 
 MAX_CLASSES_SHOWN = 12
 
@@ -28,8 +32,6 @@ def _count(summary: dict[str, Any]) -> int:
 
 def _scan_audio(root: Path, skip_bad: bool) -> dict[str, Any]:
     """Files, hours and sample rates of every audio file under ``root`` (for folders without split files)."""
-    from .folder import list_audio_files
-
     seconds, rates, files, skipped = 0.0, Counter(), 0, []
     for p in list_audio_files(root):
         try:
@@ -56,15 +58,11 @@ def describe(path: str | os.PathLike[str], *, skip_bad: bool = False) -> dict[st
     count) and ``speakers`` where known. For the artificial speech dataset ``split_schemes`` gives the file
     counts of both split schemes; folders without a ``split`` column are reported once, as split ``all``.
     """
-    from . import open_dataset
-
     p = Path(path)
     layout = detect_layout(p)
     out: dict[str, Any] = {"path": str(p), "layout": layout, "views": {}, "notes": []}
     common = dict(crop=None, skip_bad=skip_bad)
     if layout == "artificial":
-        from .artificial import SPLIT_SCHEMES, VIEWS, split_files
-
         for view in VIEWS:
             out["views"][view] = {s: _dataset_summary(open_dataset(p, view=view, split=s, **common))
                                   for s in ("train", "test")}
@@ -74,8 +72,6 @@ def describe(path: str | os.PathLike[str], *, skip_bad: bool = False) -> dict[st
         out["notes"].append("leakage_free: words of the syllable test set are kept out of pre-training (words "
                             "train) and out of the syllable probe's training set")
     elif layout in ("librispeech", "synthetic"):
-        from .librispeech import MissingSplitFile
-
         try:
             out["views"]["utterances"] = {s: _dataset_summary(open_dataset(p, split=s, **common))
                                           for s in ("train", "test")}
@@ -89,8 +85,6 @@ def describe(path: str | os.PathLike[str], *, skip_bad: bool = False) -> dict[st
             except ModuleNotFoundError as exc:
                 out["notes"].append(f"syllable view not available (module {exc.name} is missing)")
     else:
-        from .folder import FolderDataset
-
         train = FolderDataset(p, split="train", **common)
         if train.has_split_column:
             out["views"]["utterances"] = {"train": train.summary(),
@@ -131,7 +125,12 @@ def format_description(d: dict[str, Any]) -> str:
             for task, counts in (s.get("labels") or {}).items():
                 lines.append(f"    {task}: {_classes(counts)}")
             if "phone_alignments" in s:
-                lines.append(f"    phones: {s['phone_alignments']} aligned utterances, {s['phone_classes']} classes")
+                n, a = _count(s), s["phone_alignments"]
+                line = (f"    phones: {a} of {n} utterances aligned ({100.0 * a / max(n, 1):.1f}%), "
+                        f"{s['phone_classes']} classes")
+                if s.get("phone_source"):
+                    line += f", from {s['phone_source']}"
+                lines.append(line)
             if s.get("skipped"):
                 lines.append(f"    skipped {len(s['skipped'])} unreadable file(s), first: {s['skipped'][0]}")
     for scheme, views in (d.get("split_schemes") or {}).items():

@@ -5,6 +5,8 @@ Layout (``root`` is the folder that holds the subset folder, usually ``.../Libri
     <root>/train_split.txt, test_split.txt     one utterance id ``<spk>-<chapter>-<utt>`` per line (required)
     <root>/converted_aligned_phones.txt        optional: ``<utt-id> p1 p2 ...``, one phone id per 10 ms frame
     <root>/phones.txt                          optional: ``<id> <name>`` per line, the phone class names
+    <root>/<subset>/.../<utt>.TextGrid         optional, instead of the phone file: Praat TextGrids beside the
+    <root>/alignments/.../<utt>.TextGrid       audio, or under ``alignments/`` (MFA's output layout)
     <root>/<subset>/<spk>/<chapter>/<spk>-<chapter>-<utt>.flac   (``.wav`` and ``.ogg`` are accepted too)
     <root>/<subset>/<spk>/<chapter>/<spk>-<chapter>.trans.txt    (not used)
 
@@ -13,12 +15,18 @@ The split, phone and phone-name files are looked up, in this order, in ``<root>`
 the subset folder itself (the folder that holds the speaker folders); the label files are then also looked for
 in its parent folder.
 
+Partial alignments: a phone file (or a set of TextGrids) that covers only some utterances is accepted with one
+warning line giving the coverage per split; the other utterances get "no label" (-1) phone frames, so phone
+probes and ABX use the aligned utterances (:meth:`LibriSpeechDataset.aligned_indices`) and everything else uses
+all of them. A phone source that covers no utterance of either split is an error (it belongs to other audio).
+
 The project's synthetic generator writes the same layout (wav files) with a ``factors.csv`` next to the split
 files; it loads with this class as well.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -26,9 +34,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..errors import DatasetError
+from .alignments import (
+    FrameLabelSet,
+    PhoneMap,
+    coverage_line,
+    files_signature,
+    find_textgrids,
+    load_textgrids,
+    read_phone_names,
+)
 from .folder import AudioDataset
 
 log = logging.getLogger("smooth_infomax.data")
@@ -112,6 +128,12 @@ def speaker_of(utt_id: str) -> str:
     return utt_id.split("-", 1)[0]
 
 
+@functools.lru_cache(maxsize=64)
+def _warn_once(message: str) -> None:
+    """Log ``message`` once per process (the train and test datasets of one corpus share one warning)."""
+    log.warning("%s", message)
+
+
 class PhoneFile:
     """Index of ``converted_aligned_phones.txt``: byte offset and label count per utterance; lines are parsed
     only when an item is read."""
@@ -174,13 +196,18 @@ class LibriSpeechDataset(AudioDataset):
       raises DatasetError naming the utterance. ``label_names["phones"]`` comes from ``phones.txt`` when present,
       else "0".."40".
 
-    ``phones``: None loads the phone file when it exists, True requires it, False ignores it.
+      Without a phone file, TextGrids beside the audio or under ``<root>/alignments/`` give the labels (see
+      :mod:`smooth_infomax.data.alignments`; ``phones.txt``, when present, fixes the names and ids).
+      Utterances without an alignment get all -1 (see "Partial alignments" above).
+
+    ``phones``: None loads the phone labels when they exist, True requires them, False ignores them.
+    ``phone_map``: how TextGrid labels become phone names (default: CPC's 41 classes).
     ``subset``: the subset folder under ``root``; None takes ``train-clean-100`` when present, else every folder
     under ``root`` that holds speaker folders.
     """
 
     def __init__(self, root: str | os.PathLike[str], split: str = "train", subset: str | None = None, *,
-                 phones: bool | None = None, **kwargs: Any):
+                 phones: bool | None = None, phone_map: PhoneMap | None = None, **kwargs: Any):
         super().__init__(split=split, **kwargs)
         root = Path(root)
         if not root.is_dir():
@@ -217,13 +244,27 @@ class LibriSpeechDataset(AudioDataset):
                 speakers.setdefault(speaker_of(utt), len(speakers))
         self.label_names["speaker"] = list(speakers)
 
+        self._split_ids = ids
         phone_path = None if phones is False else find_label_file(root, PHONE_FILE, label_sub)
-        if phones and phone_path is None:
+        names_path = find_label_file(root, PHONE_NAMES_FILE, label_sub)
+        self.phone_file: PhoneFile | FrameLabelSet | None = None
+        if phone_path is not None:
+            self.phone_file = PhoneFile(phone_path)
+            self.label_names["phones"] = self._phone_names(names_path)
+            self.phone_signature = files_signature([phone_path, *([names_path] if names_path else [])])
+        elif phones is not False:
+            everything = {u: p for name in ("train", "test") for u in ids[name]
+                          if (p := self._audio_path(u)) is not None}
+            grids = find_textgrids(root, everything)
+            if grids:
+                inventory = read_phone_names(names_path) if names_path is not None else None
+                self.phone_file = load_textgrids(grids, phone_map, inventory=inventory)
+                self.label_names["phones"] = self.phone_file.inventory
+                self.phone_signature = files_signature([*grids.values(), *([names_path] if names_path else [])])
+        if phones and self.phone_file is None:
             raise DatasetError(f"phone file {root / PHONE_FILE} does not exist; put converted_aligned_phones.txt "
-                               f"(CPC phone alignments) in {root}")
-        self.phone_file = PhoneFile(phone_path) if phone_path is not None else None
-        if self.phone_file is not None:
-            self.label_names["phones"] = self._phone_names(find_label_file(root, PHONE_NAMES_FILE, label_sub))
+                               f"(CPC phone alignments) in {root}, or TextGrids beside the audio or under "
+                               f"{root / 'alignments'}")
 
         entries, missing = [], []
         for utt in ids[self.split]:
@@ -258,52 +299,38 @@ class LibriSpeechDataset(AudioDataset):
     def _phone_names(path: Path | None) -> list[str]:
         if path is None:
             return [str(i) for i in range(N_PHONES)]
-        names: dict[int, str] = {}
-        for n, line in enumerate(path.read_text().splitlines(), start=1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) < 2 or not parts[0].lstrip("-").isdigit():
-                raise DatasetError(f"phone names file {path} line {n}: expected '<id> <name>'; fix the file")
-            names[int(parts[0])] = parts[1]
-        top = max(names, default=-1)
-        return [names.get(i, str(i)) for i in range(max(top + 1, 0))]
+        return read_phone_names(path)
 
-    @property
-    def hop(self) -> int:
-        """Samples per 10 ms phone frame at ``sample_rate`` (160 at 16 kHz)."""
-        return max(1, self.sample_rate // 100)
+    def phone_coverage(self) -> dict[str, tuple[int, int]]:
+        """split -> (utterances with phone labels, utterances in the split file); empty without labels."""
+        if self.phone_file is None:
+            return {}
+        return {name: (sum(1 for u in utts if u in self.phone_file), len(utts))
+                for name, utts in self._split_ids.items()}
 
     def _check_phones(self) -> None:
         assert self.phone_file is not None
         pf = self.phone_file
-        absent = [it.key for it in self.items if it.key not in pf]
-        if absent:
-            raise DatasetError(f"phone file {pf.path} has no labels for {len(absent)} utterance(s) of "
-                               f"{self.split_file} (first: {absent[0]}); use the phone file that matches the split")
+        coverage = self.phone_coverage()
+        if sum(a for a, _ in coverage.values()) == 0:
+            raise DatasetError(f"phone labels ({pf.path}) cover no utterance of {self.split_file} or the other "
+                               f"split file; use the phone file that matches this corpus")
+        if any(a < n for a, n in coverage.values()):
+            _warn_once(coverage_line(str(pf.path), coverage) + "; phone probes and ABX use the aligned utterances")
         for i, it in enumerate(self.items):
+            if it.key not in pf:
+                continue
             frames = self.length(i) // self.hop
             have = pf.count(it.key)
             if abs(have - frames) > PHONE_TOLERANCE:
-                raise DatasetError(f"utterance {it.key} ({it.path}): {have} phone labels in {pf.path} but the audio "
+                where = pf.sources.get(it.key, pf.path) if isinstance(pf, FrameLabelSet) else pf.path
+                raise DatasetError(f"utterance {it.key} ({it.path}): {have} phone labels in {where} but the audio "
                                    f"has {frames} frames of 10 ms; the alignment does not belong to this audio")
-
-    def _window_labels(self, index: int, offset: int, length: int) -> dict[str, Any]:
-        if self.phone_file is None:
-            return {}
-        labels = self.phone_file.labels(self.items[index].key, len(self.label_names["phones"]) or None)
-        first, count = offset // self.hop, length // self.hop
-        out = np.full(count, -1, dtype=np.int64)
-        piece = labels[first: first + count]
-        out[: len(piece)] = piece
-        # frames that fall in the zero padding of a short utterance carry no label
-        real = max(0, (self.length(index) - offset) // self.hop)
-        out[real:] = -1
-        return {"phones": torch.from_numpy(out)}
 
     def summary(self) -> dict[str, Any]:
         out = super().summary()
         if self.phone_file is not None:
             out["phone_alignments"] = sum(1 for it in self.items if it.key in self.phone_file)
             out["phone_classes"] = len(self.label_names.get("phones", []))
+            out["phone_source"] = str(self.phone_file.path)
         return out

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..audio import resample, soundfile_module
 from ..errors import AudioError, DatasetError, UserError
 from .records import Utterance
 from .synth import CONSONANTS, SUBSET, SYLLABLES, VOWELS
@@ -171,18 +172,14 @@ class SegmentDataset(torch.utils.data.Dataset):
         x = self._cache.get(path)
         if x is not None:
             return x
-        import soundfile as sf
-
         try:
-            data, rate = sf.read(path, dtype="float32", always_2d=True)
+            data, rate = soundfile_module(path).read(path, dtype="float32", always_2d=True)
         except Exception as exc:  # noqa: BLE001 - any decoding failure means a broken file
             raise AudioError(f"{path}: cannot be read ({' '.join(str(exc).split())}); regenerate the dataset") \
                 from None
         x = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
         if rate != self.sample_rate:
-            import soxr
-
-            x = soxr.resample(x, rate, self.sample_rate, quality="HQ")
+            x = resample(x, rate, self.sample_rate)
         x = np.ascontiguousarray(x, dtype=np.float32)
         if self.cache_enabled:
             self._cache[path] = x

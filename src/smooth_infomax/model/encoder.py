@@ -20,7 +20,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from ..config import RunConfig, ModelConfig, ModuleSpec, load_config, model_config, read_config_dict
+from ..config import ModelConfig, ModuleSpec, RunConfig, load_config, model_config, read_config_dict
 from .modules import ConvModule, GRUModule, reparameterize
 
 MODES = ("mean", "sample")
@@ -78,7 +78,7 @@ class Encoder(nn.Module):
     # ------------------------------------------------------------------------------------------ construction
 
     @classmethod
-    def from_config(cls, source: Union[str, Path, Mapping[str, Any], ModelConfig, RunConfig]) -> "Encoder":
+    def from_config(cls, source: Union[str, Path, Mapping[str, Any], ModelConfig, RunConfig]) -> Encoder:
         """A fresh (untrained) encoder from a YAML path, a dict, a ModelConfig or a RunConfig.
 
         A YAML file or dict may hold a full run config (with a ``model:`` section) or just the model section

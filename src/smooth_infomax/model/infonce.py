@@ -22,7 +22,8 @@ Algorithm (``negative_sampling="reference"``):
 every (row, negative) pair.
 
 The randomness (window start and negative indices) is drawn by :func:`draw_infonce_sample`, so that the
-vectorised :func:`info_nce` and the plain per-step :func:`info_nce_loop` can be fed identical draws.
+vectorised :func:`info_nce` and the plain per-step loop of the tests (``tests/infonce_oracle.py``, the test
+oracle) can be fed identical draws.
 Gradients flow into c and into z (positives and negatives).
 
 Accuracy (per step) is the fraction of rows where the positive logit is strictly larger than the logit of
@@ -32,9 +33,8 @@ Implementations (:func:`info_nce` ``impl``; all give the same values, see docs/p
 ``banked`` (the default for ``reference`` sampling) uses that step k's row r reads bank position N - R_k + r:
 with q = r + B (k - 1) every step reads the same position q, so the bank rows are gathered once, (R_1, n, C),
 and all negative scores are one batched matmul of those rows with the K predictions that read them;
-``chunked`` (the default for ``batch`` sampling) works step by step with bounded memory; ``gather`` is the
-all-steps-at-once gather of B L_w K n C values. Under ``torch.autocast`` the scores are computed in the
-autocast dtype and the loss in float32.
+``chunked`` (the default for ``batch`` sampling) works step by step with bounded memory. Under ``torch.autocast``
+the scores are computed in the autocast dtype and the loss in float32.
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ import math
 from typing import NamedTuple, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 SAMPLING = ("reference", "batch")
@@ -112,23 +111,6 @@ def draw_infonce_sample(batch: int, frames: int, K: int, n_negatives: int, windo
     return InfoNCESample(negative_sampling, start, length, negatives)
 
 
-def _negative_index(sample: InfoNCESample, batch: int, frames: int, K: int) -> Tensor:
-    """(B, L_w, K, n_negatives) flattened row of z for every window position, step and negative (0 where
-    t >= L_w - k)."""
-    L = sample.length
-    dev = sample.negatives.device
-    if sample.scheme == "batch":
-        return sample.negatives.permute(1, 2, 0, 3)
-    n_rows = batch * frames
-    b = torch.arange(batch, device=dev).view(batch, 1, 1)
-    t = torch.arange(L, device=dev).view(1, L, 1)
-    steps = torch.arange(1, K + 1, device=dev).view(1, 1, K)
-    # row r = b (L - k) + t of R_k = B (L - k) rows reads bank row N - R_k + r = N - (B - b)(L - k) + t
-    bank_row = n_rows - (batch - b) * (L - steps) + t
-    bank_row = torch.where(t < L - steps, bank_row, torch.zeros_like(bank_row))
-    return sample.negatives[:, bank_row].permute(1, 2, 3, 0)
-
-
 def _check_inputs(c: Tensor, z: Tensor, predictor: nn.Linear, K: int) -> tuple[int, int, int]:
     if c.dim() != 3 or z.dim() != 3 or c.shape[:2] != z.shape[:2]:
         raise ValueError(f"InfoNCE needs c (B, T, D_c) and z (B, T, C) with equal B and T, got "
@@ -140,7 +122,7 @@ def _check_inputs(c: Tensor, z: Tensor, predictor: nn.Linear, K: int) -> tuple[i
     return B, T, C
 
 
-IMPLS = ("auto", "banked", "chunked", "gather")
+IMPLS = ("auto", "banked", "chunked")
 
 
 def info_nce(c: Tensor, z: Tensor, predictor: nn.Linear, K: int, n_negatives: int = 10,
@@ -160,8 +142,6 @@ def info_nce(c: Tensor, z: Tensor, predictor: nn.Linear, K: int, n_negatives: in
       step by step for the rows that use them only.
     * ``chunked``: step by step, gathering that step's negatives, (R_k, n, C), in the forward and again in the
       backward (nothing of size n is kept). Works for both samplings; the default for ``batch``.
-    * ``gather``: all steps at once with one (B, L_w, K, n, C) gather (the first formulation; memory-hungry,
-      B L_w K n C values; kept for comparison).
     * ``auto``: ``banked`` for ``reference`` sampling, ``chunked`` for ``batch``.
     """
     B, T, C = _check_inputs(c, z, predictor, K)
@@ -171,8 +151,6 @@ def info_nce(c: Tensor, z: Tensor, predictor: nn.Linear, K: int, n_negatives: in
         sample = draw_infonce_sample(B, T, K, n_negatives, window, negative_sampling, generator, device=z.device)
     if impl == "auto":
         impl = "banked" if sample.scheme == "reference" else "chunked"
-    if impl == "gather":
-        return _info_nce_gather(c, z, predictor, K, sample)
     if impl == "banked" and sample.scheme != "reference":
         raise ValueError("impl 'banked' needs negative_sampling='reference'; use 'chunked' or 'auto'")
     s, L = sample.start, sample.length
@@ -389,84 +367,6 @@ class _ChunkedLogits(torch.autograd.Function):
         return gc, gW, gb, gz, gflat, None
 
 
-def _info_nce_gather(c: Tensor, z: Tensor, predictor: nn.Linear, K: int, sample: InfoNCESample) -> InfoNCEOutput:
-    """The all-steps-at-once formulation: predictions (B, L_w, K, C) from one matmul, positives and negatives
-    gathered with index tensors (B L_w K n C values), one log-softmax, and a mask for the rows t >= L_w - k."""
-    B, T, C = z.shape
-    s, L = sample.start, sample.length
-    dev = z.device
-    c_w = c[:, s:s + L]
-    z_w = z[:, s:s + L]
-    pred = predictor(c_w).view(B, L, K, C)
-
-    steps = torch.arange(1, K + 1, device=dev)
-    t_pos = torch.arange(L, device=dev).view(L, 1) + steps.view(1, K)  # (L, K)
-    valid = t_pos < L
-    t_pos = t_pos.clamp(max=L - 1)
-    positives = z_w.index_select(1, t_pos.reshape(-1)).view(B, L, K, C)
-    pos_logit = (pred * positives).sum(-1, keepdim=True)  # (B, L, K, 1)
-
-    neg_idx = _negative_index(sample, B, T, K).to(dev)  # (B, L, K, n)
-    n = neg_idx.shape[-1]
-    M = B * L * K
-    negatives = z.reshape(B * T, C).index_select(0, neg_idx.reshape(-1)).view(M, n, C)
-    neg_logit = torch.bmm(negatives, pred.reshape(M, C, 1)).view(B, L, K, n)
-    logits = torch.cat([pos_logit, neg_logit], dim=-1)
-    nll = -F.log_softmax(logits, dim=-1)[..., 0]  # (B, L, K)
-
-    mask = valid.unsqueeze(0).expand(B, L, K)
-    rows = (B * (L - steps)).to(nll.dtype)  # R_k
-    per_step = torch.where(mask, nll, torch.zeros_like(nll)).sum(dim=(0, 1)) / rows
-
-    with torch.no_grad():
-        pos_row = (torch.arange(B, device=dev).view(B, 1, 1) * T + s + t_pos.unsqueeze(0))  # (B, L, K)
-        same = neg_idx == pos_row.unsqueeze(-1)
-        neg_best = torch.where(same, torch.full_like(neg_logit, -math.inf), neg_logit).amax(-1)
-        correct = (pos_logit[..., 0] > neg_best) & mask
-        accuracy = correct.sum(dim=(0, 1)).to(nll.dtype) / rows
-    return InfoNCEOutput(per_step.mean(), per_step, accuracy)
-
-
-def info_nce_loop(c: Tensor, z: Tensor, predictor: nn.Linear, K: int, n_negatives: int = 10,
-                  window: Optional[int] = 128, negative_sampling: str = "reference",
-                  generator: Optional[torch.Generator] = None,
-                  sample: Optional[InfoNCESample] = None) -> InfoNCEOutput:
-    """The same loss as :func:`info_nce`, written as a plain loop over the steps k (a readable check; slower)."""
-    B, T, C = _check_inputs(c, z, predictor, K)
-    if sample is None:
-        sample = draw_infonce_sample(B, T, K, n_negatives, window, negative_sampling, generator, device=z.device)
-    s, L = sample.start, sample.length
-    dev = z.device
-    c_w, z_w = c[:, s:s + L], z[:, s:s + L]
-    z_flat = z.reshape(B * T, C)
-    N = B * T
-    bank = sample.negatives.to(dev)
-    losses, accs = [], []
-    for k in range(1, K + 1):
-        Lk = L - k
-        Rk = B * Lk
-        W_k = predictor.weight[(k - 1) * C:k * C]
-        b_k = None if predictor.bias is None else predictor.bias[(k - 1) * C:k * C]
-        pred = F.linear(c_w[:, :Lk], W_k, b_k).reshape(Rk, C)
-        pos = z_w[:, k:].reshape(Rk, C)
-        if sample.scheme == "reference":
-            idx = bank[:, N - Rk:].t()  # (R_k, n): row r takes bank row N - R_k + r
-        else:
-            idx = bank[k - 1, :, :Lk].reshape(Rk, -1)
-        neg = z_flat[idx]  # (R_k, n, C)
-        logits = torch.cat([(pred * pos).sum(-1, keepdim=True), torch.bmm(neg, pred.unsqueeze(-1)).squeeze(-1)], 1)
-        losses.append(F.cross_entropy(logits, torch.zeros(Rk, dtype=torch.long, device=dev)))
-        with torch.no_grad():
-            pos_row = (torch.arange(B, device=dev).view(B, 1) * T + s + k + torch.arange(Lk, device=dev)).reshape(Rk)
-            correct = torch.ones(Rk, dtype=torch.bool, device=dev)
-            for j in range(idx.shape[1]):
-                beaten = (logits[:, 0] > logits[:, 1 + j]) | (idx[:, j] == pos_row)
-                correct &= beaten
-            accs.append(correct.to(logits.dtype).mean())
-    per_step = torch.stack(losses)
-    return InfoNCEOutput(per_step.mean(), per_step, torch.stack(accs))
-
-
 class InfoNCE(nn.Module):
     """One module's InfoNCE criterion: the predictor ``Linear(in_dim, out_dim * K, bias=False)`` and settings.
 
@@ -502,4 +402,4 @@ class InfoNCE(nn.Module):
                 f"window={self.window}, negative_sampling={self.negative_sampling!r}")
 
 
-__all__ = ["InfoNCE", "InfoNCEOutput", "InfoNCESample", "info_nce", "info_nce_loop", "draw_infonce_sample"]
+__all__ = ["InfoNCE", "InfoNCEOutput", "InfoNCESample", "info_nce", "draw_infonce_sample"]

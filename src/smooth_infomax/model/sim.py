@@ -26,7 +26,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from ..config import LossConfig, ModelConfig, load_config, n_trained_modules
+from ..config import LossConfig, ModelConfig, RunConfig, betas, load_config, n_trained_modules
 from .encoder import Encoder
 from .infonce import InfoNCE, InfoNCEOutput
 from .kl import kl_divergence
@@ -53,17 +53,8 @@ class ModuleLoss:
 
 
 def module_betas(model: ModelConfig, loss: LossConfig) -> list[float]:
-    """KL weight of every conv module (0 for gim and cpc); a scalar ``loss.beta`` applies to every module."""
-    n = len(model.modules)
-    if model.kind != "sim":
-        return [0.0] * n
-    b = loss.beta
-    values = [float(v) for v in b] if isinstance(b, (list, tuple)) else [float(b)] * n
-    if len(values) == 1:
-        values = values * n
-    if len(values) != n:
-        raise ValueError(f"loss.beta has {len(values)} values for {n} conv modules")
-    return values
+    """KL weight of every conv module (0 for gim and cpc): :func:`smooth_infomax.config.betas`."""
+    return betas(RunConfig(model=model, loss=loss))
 
 
 def _as_loss_config(cfg: Union[LossConfig, Mapping[str, Any], None]) -> LossConfig:
