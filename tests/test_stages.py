@@ -2,6 +2,7 @@
 
 import io
 import json
+import mmap
 import time
 
 import numpy as np
@@ -42,6 +43,15 @@ def test_skipped_stages_keep_their_recorded_times(tmp_path):
     assert again.stats["a"]["skipped"] is True and again.summary()["seconds_this_call"] == 0
 
 
+def _fresh_pages(mb: int) -> mmap.mmap:
+    """``mb`` MiB of newly mapped, touched memory: it raises the resident set whatever the allocator holds already
+    (a numpy array of that size can be served from heap pages an earlier test left resident)."""
+    block = mmap.mmap(-1, mb * 2**20)
+    for offset in range(0, mb * 2**20, 4096):
+        block[offset] = 1
+    return block
+
+
 def test_memory_watch_sampler_fallback(monkeypatch):
     from smooth_infomax import stages as mod
 
@@ -51,10 +61,9 @@ def test_memory_watch_sampler_fallback(monkeypatch):
 
     monkeypatch.setattr(mod, "_CLEAR_REFS", Unwritable())
     with MemoryWatch(interval=0.01) as watch:
-        block = np.ones(32 * 2**20 // 8)
-        block.sum()
+        block = _fresh_pages(32)
         time.sleep(0.05)
-        del block
+        block.close()
     assert watch.result["memory_method"] == "sampled"
     assert watch.result["peak_rss_mb"] - watch.result["start_rss_mb"] > 25
 
@@ -89,10 +98,9 @@ def test_progress_draws_a_bar_on_a_terminal():
 
 def test_outer_watch_keeps_a_sustained_peak_when_a_nested_watch_resets_the_mark():
     with MemoryWatch(interval=0.01) as outer:
-        block = np.ones(48 * 2**20 // 8)
-        block.sum()
+        block = _fresh_pages(48)
         time.sleep(0.1)  # sustained: the sampler sees it
-        del block
+        block.close()
         with MemoryWatch() as inner:  # resets the kernel's mark (where possible)
             pass
     assert inner.result["peak_rss_mb"] - inner.result["start_rss_mb"] < 20
