@@ -7,10 +7,12 @@ redone (its own checkpoints make that cheap).
 Peak memory of a stage (``peak_rss_mb``) is the resident-set high-water mark of this process *during the
 stage*: on Linux the kernel's mark (``VmHWM``) is reset to the current RSS when the stage starts (writing ``5``
 to ``/proc/self/clear_refs``) and read when it ends (``memory_method: vmhwm-reset``). A sampler thread also
-reads the RSS every 50 ms; its maximum is the measure where the mark cannot be reset (``sampled``) and a lower
-bound for an outer stage whose mark a nested stage (a stage run inside another) has reset. Child processes
-(e.g. data-loader workers) are reported apart as ``children_peak_rss_mb``: the largest high-water mark of a
-child that ended during the stage (``getrusage(RUSAGE_CHILDREN)``), 0 when none did.
+reads the RSS once a second; its maximum is the measure where the mark cannot be reset (``sampled``) and a lower
+bound for an outer stage whose mark a nested stage (a stage run inside another) has reset. Not more often:
+each wake-up asks the training thread for the GIL, and on a CPU shared with another process the hand-over waits
+for a scheduler slot: a 50 ms sampler made the quick SIM training 7x slower beside a 2-thread competitor.
+Child processes (e.g. data-loader workers) are reported apart as ``children_peak_rss_mb``: the largest
+high-water mark of a child that ended during the stage (``getrusage(RUSAGE_CHILDREN)``), 0 when none did.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ class MemoryWatch:
     "children_peak_rss_mb", "memory_method"}``.
     """
 
-    def __init__(self, interval: float = 0.05):
+    def __init__(self, interval: float = 1.0):
         self.interval = interval
         self.result: dict[str, Any] = {}
         self._stop = threading.Event()
