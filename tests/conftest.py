@@ -34,6 +34,19 @@ def write_audio(path: Path, n: int, sample_rate: int = 16000, **kwargs) -> Path:
     return path
 
 
+def write_vibrato_tones(root: Path, *, n: int, samples: int, f0: float, step: float, depth: float, rate: float,
+                        noise: float, seed: int, prefix: str) -> Path:
+    """``n`` WAV files ``<prefix>NN.wav`` of frequency-modulated tones (base f0 + step * i, modulation depth and
+    rate) plus seeded Gaussian noise: a tiny training corpus that a model can learn something from."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(samples) / 16000
+    for i in range(n):
+        wave = 0.3 * np.sin(2 * np.pi * (f0 + step * i) * t * (1 + depth * np.sin(2 * np.pi * rate * t)))
+        wave = wave + noise * rng.standard_normal(t.size)
+        sf.write(str(root / f"{prefix}{i:02d}.wav"), wave.astype(np.float32), 16000)
+    return root
+
+
 @pytest.fixture
 def artificial_root() -> Path:
     if not (ARTIFICIAL_SPEECH / "reshuffledv2").is_dir():

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 from torch.utils.data import DataLoader
 
+from conftest import write_vibrato_tones
 from smooth_infomax.config import load_config, save_config
 from smooth_infomax.data.records import collate
 from smooth_infomax.errors import ConfigError
@@ -28,14 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def audio_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("audio")
-    rng = np.random.default_rng(2)
-    t = np.arange(4000) / 16000
-    for i in range(10):
-        f0 = 100 + 25 * i
-        wave = 0.3 * np.sin(2 * np.pi * f0 * t * (1 + 0.3 * np.sin(2 * np.pi * 4 * t)))
-        wave = wave + 0.02 * rng.standard_normal(t.size)
-        sf.write(root / f"u{i:02d}.wav", wave.astype(np.float32), 16000)
-    return root
+    return write_vibrato_tones(root, n=10, samples=4000, f0=100, step=25, depth=0.3, rate=4,
+                               noise=0.02, seed=2, prefix="u")
 
 
 def tiny(data, kind="gim", **train):

@@ -3,11 +3,10 @@ memory and disk caches agree, SIM resamples its cached inputs, random crops are 
 
 import csv
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
+from conftest import write_vibrato_tones
 from smooth_infomax.cli import main
 from smooth_infomax.config import load_config
 from smooth_infomax.errors import ConfigError
@@ -18,14 +17,8 @@ from smooth_infomax.training import ActivationCache, choose_storage, train, trai
 @pytest.fixture(scope="module")
 def audio_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("audio")
-    rng = np.random.default_rng(1)
-    t = np.arange(4000) / 16000
-    for i in range(9):
-        f0 = 110 + 20 * i
-        wave = 0.3 * np.sin(2 * np.pi * f0 * t * (1 + 0.3 * np.sin(2 * np.pi * 5 * t)))
-        wave = wave + 0.02 * rng.standard_normal(t.size)
-        sf.write(root / f"w{i:02d}.wav", wave.astype(np.float32), 16000)
-    return root
+    return write_vibrato_tones(root, n=9, samples=4000, f0=110, step=20, depth=0.3, rate=5,
+                               noise=0.02, seed=1, prefix="w")
 
 
 def tiny(data, kind="gim", **train):

@@ -3,11 +3,10 @@
 import csv
 import math
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
+from conftest import write_vibrato_tones
 from smooth_infomax.cli import main
 from smooth_infomax.config import load_config
 from smooth_infomax.errors import TrainingDiverged, UserError
@@ -18,14 +17,8 @@ from smooth_infomax.training import train
 @pytest.fixture(scope="module")
 def audio_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("audio")
-    rng = np.random.default_rng(0)
-    t = np.arange(6400) / 16000
-    for i in range(10):
-        f0 = 120 + 15 * i
-        wave = 0.3 * np.sin(2 * np.pi * f0 * t * (1 + 0.2 * np.sin(2 * np.pi * 3 * t)))
-        wave = wave + 0.01 * rng.standard_normal(t.size)
-        sf.write(root / f"utt{i:02d}.wav", wave.astype(np.float32), 16000)
-    return root
+    return write_vibrato_tones(root, n=10, samples=6400, f0=120, step=15, depth=0.2, rate=3,
+                               noise=0.01, seed=0, prefix="utt")
 
 
 def tiny_config(data, **train):

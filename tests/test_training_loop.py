@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
+from conftest import write_vibrato_tones
 from smooth_infomax.config import load_config, save_config
 from smooth_infomax.errors import TrainingDiverged, UserError
 from smooth_infomax.model.sim import ModuleLoss
@@ -25,12 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def audio_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("audio")
-    rng = np.random.default_rng(4)
-    t = np.arange(4000) / 16000
-    for i in range(8):
-        wave = 0.3 * np.sin(2 * np.pi * (105 + 20 * i) * t * (1 + 0.3 * np.sin(2 * np.pi * 4 * t)))
-        sf.write(root / f"v{i:02d}.wav", (wave + 0.02 * rng.standard_normal(t.size)).astype(np.float32), 16000)
-    return root
+    return write_vibrato_tones(root, n=8, samples=4000, f0=105, step=20, depth=0.3, rate=4,
+                               noise=0.02, seed=4, prefix="v")
 
 
 def tiny(data, kind="gim", **train):
