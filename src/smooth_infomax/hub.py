@@ -113,7 +113,7 @@ class PretrainedEncoder(Encoder, PyTorchModelHubMixin, library_name="smooth-info
         x = Encoder.as_batch(x).to(next(self.parameters()).device)
         if lengths is None:
             return self.encode(x, "mean")
-        return zero_past_frames(self.source().encode(x, "mean", lengths=lengths), self, lengths)
+        return self.source().encode(x, "mean", lengths=lengths)
 
     # ---------------------------------------------------------------------------------------- hub mixin
 
@@ -163,16 +163,6 @@ class PretrainedEncoder(Encoder, PyTorchModelHubMixin, library_name="smooth-info
             raise UserError(f"{weights} does not match config.json (missing {sorted(missing)[:3]}, unexpected "
                             f"{sorted(unexpected)[:3]}); re-export the model")
         return model.to(map_location).eval()
-
-
-def zero_past_frames(feats: list[Tensor], source: Any, lengths: Sequence[int]) -> list[Tensor]:
-    """Set frames past each item's own count (``source.frame_counts(lengths[b])``) to zero, in place.
-
-    feats: one (B, T_m, C_m) tensor per output (the GRU keeps running over the padding otherwise)."""
-    for b, n in enumerate(lengths):
-        for feat, count in zip(feats, source.frame_counts(int(n))):
-            feat[b, count:] = 0
-    return feats
 
 
 def _is_local(source: str) -> bool:
@@ -286,5 +276,5 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=_export_command)
 
 
-__all__ = ["PretrainedEncoder", "from_pretrained", "export_run", "zero_past_frames", "register", "WEIGHTS",
+__all__ = ["PretrainedEncoder", "from_pretrained", "export_run", "register", "WEIGHTS",
            "CONFIG"]

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from .errors import UserError
 from .features.sources import EncoderSource
-from .hub import from_pretrained, zero_past_frames
+from .hub import from_pretrained
 from .runs import is_run_dir
 
 SHARED_KEYS = ("hidden_states", "last_hidden_state")
@@ -94,7 +94,7 @@ class UpstreamExpert(nn.Module):
         batch = torch.zeros(len(wavs), 1, max(lengths), device=device)
         for i, w in enumerate(wavs):
             batch[i, 0, :lengths[i]] = w.to(device=device, dtype=batch.dtype)
-        hidden = zero_past_frames(self.source.encode(batch, self.mode, lengths=lengths), self.source, lengths)
+        hidden = self.source.encode(batch, self.mode, lengths=lengths)
         out: dict[str, Any] = {"hidden_states": hidden, "last_hidden_state": hidden[-1]}
         out.update(zip(self.output_names, hidden))
         return out

@@ -160,8 +160,8 @@ class EncoderSource:
         outs: list[Any] = []
         for stage in enc.stages:
             if not isinstance(stage, ConvModule):
-                c = stage(x.transpose(1, 2))
-                x = c.transpose(1, 2)
+                x = _mask(stage(x.transpose(1, 2)).transpose(1, 2), lens, 0.0)  # the GRU runs on into the padding
+                c = x.transpose(1, 2)
                 outs.append({"z": c, "mu": None, "logvar": None} if mode == "stats" else c)
                 continue
             h = x.clone() if isinstance(stage.body[0], nn.MaxPool1d) else x  # x may alias the output kept above
