@@ -19,16 +19,17 @@ from typing import Any, Callable, Optional
 
 CLEAN_ENV = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "SMOOTH_INFOMAX_THREADS")
 
+# The competitor stops by itself once the benchmark that started it is gone (its parent changes: an
+# interrupted or killed benchmark must not leave it loading the machine), and after ``max_seconds``.
 COMPETITOR = """
-import sys, time, torch
+import os, time, torch
 torch.set_num_threads({threads})
+parent, t0 = os.getppid(), time.monotonic()
 a = torch.randn(1024, 1024)
 b = torch.randn(1024, 1024)
 print("ready", flush=True)
-n, t0 = 0, time.perf_counter()
-while True:
+while os.getppid() == parent and time.monotonic() - t0 < {max_seconds}:
     torch.mm(a, b)
-    n += 1
 """
 
 
@@ -40,11 +41,13 @@ def job_env(src: Optional[Path] = None) -> dict[str, str]:
     return env
 
 
-def start_competitor(python: str, threads: int = 2) -> subprocess.Popen:
-    """A process that keeps ``threads`` threads busy with float32 matmuls until it is stopped."""
+def start_competitor(python: str, threads: int = 2, max_seconds: float = 7200) -> subprocess.Popen:
+    """A process that keeps ``threads`` threads busy with float32 matmuls until it is stopped, its parent
+    exits, or ``max_seconds`` pass (whichever comes first)."""
     env = job_env()
-    proc = subprocess.Popen([python, "-c", COMPETITOR.format(threads=threads)], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, env=env)
+    code = COMPETITOR.format(threads=threads, max_seconds=float(max_seconds))
+    proc = subprocess.Popen([python, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env=env)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.startswith("ready"):

@@ -41,6 +41,7 @@ import json
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -219,8 +220,11 @@ def main(argv: list[str] | None = None) -> int:
                      "device": args.device, "plan": p},
         "load_average_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "notes": [],
+        "complete": False,
     }
     notes = report["notes"]
+    out = Path(args.out)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
     if "main_job" in sections:
         job = main_job_section(args.python, args.main_job_preset, args.main_job_set, SRC,
@@ -237,10 +241,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.main_job_set:
             notes.append(f"main_job ran with overrides {args.main_job_set}: not the preset's timing")
 
+    save(report, out)
+
     if "omp" in sections and args.device == "cpu":
         log("omp: GRU forward under both OpenMP wait policies")
         report["omp"] = {policy: _spawn({**base, "kind": "omp", "name": policy, "reps": 5},
                                         {"OMP_WAIT_POLICY": policy}, log) for policy in ("ACTIVE", "PASSIVE")}
+
+    save(report, out)
 
     if "train" in sections:
         log("train: step vs stack")
@@ -266,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         report["gemm_gmac_per_second"] = {f"{r['scale']}/b{r['batch']}": r["gemm_gmac_per_second"] for r in rows
                                           if "gemm_gmac_per_second" in r}
 
+    save(report, out)
+
     if "conv" in sections:
         log("conv: every paper-scale conv layer against the GEMM rate")
         report["conv"] = [_spawn({**base, "kind": "conv", "name": f"{scale}/b{batch}", "scale": scale,
@@ -274,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         report["conv_rate_vs_gemm"] = {f"{r['scale']}/b{r['batch']}": {layer["name"]: round(layer["rate_vs_gemm"], 3)
                                                                         for layer in r["layers"]}
                                        for r in report["conv"] if "layers" in r}
+
+    save(report, out)
 
     if "infonce" in sections:
         log("infonce: implementations vs the per-step loop")
@@ -316,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
             report["infonce_speedup_vs_loop_thesis"] = (sum(r["seconds"]["loop"] for r in thesis)
                                                         / sum(r["seconds"]["banked"] for r in thesis))
 
+    save(report, out)
+
     if "data" in sections:
         log("data: loader rate")
         res = _spawn({**base, "kind": "data", "name": "words", "path": args.data, "batch": 64,
@@ -328,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
             report["data_rate_ratio_cached"] = last / tr["items_per_second"]
             report["train_items_per_second"] = tr["items_per_second"]
 
+    save(report, out)
+
     if "probe" in sections:
         log("probe: train_linear")
         cases = [{"name": "syllables, GRU mean-pooled", "n": 2181, "dim": 256, "classes": 9,
@@ -336,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
                  {"name": "syllables, thesis module 1 flattened", "n": 2181, "dim": 32 * 52, "classes": 9,
                   "epochs": p["probe_epochs"], "batch": 64}]
         report["probe"] = _spawn({**base, "kind": "probe", "name": "linear", "cases": cases}, env, log)
+
+    save(report, out)
 
     if "ics" in sections:
         log("ics: batched vs naive")
@@ -348,24 +366,38 @@ def main(argv: list[str] | None = None) -> int:
 
     report["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     report["seconds"] = time.perf_counter() - t_start
-    report["targets"] = {"main_job_seconds": "<= 300 (idle machine)", "main_job_shared_cpu_ratio": "<= 2.2",
-                         "probe_stage_seconds_max": "<= 10", "train_step_ratio_vs_floor": "<= 1.5 at b8 and b64",
-                         "pretraining_beats_random_init": "true", "infonce_speedup_vs_loop": ">= 3",
-                         "data_rate_ratio": ">= 5"}
-    keys = ["main_job_seconds", "main_job_shared_cpu_ratio", "probe_stage_seconds_max",
-            "pretraining_beats_random_init", "pretraining_min_margin_points", "train_step_ratio_vs_floor",
-            "gemm_gmac_per_second", "paper_b64_step_peak_mb", "conv_rate_vs_gemm", "train_step_ratio_vs_stack",
-            "infonce_speedup_vs_loop", "infonce_speedup_vs_loop_beyond_predictor",
-            "infonce_speedup_vs_loop_thesis", "infonce_share_of_step", "data_rate_ratio", "data_rate_ratio_cached",
-            "ics_speedup_vs_naive"]
-    report["summary"] = {k: report[k] for k in keys if k in report}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    report["complete"] = True
+    save(report, out)
     log(f"wrote {out}")
     for k, v in report["summary"].items():
         print(f"{k}: {v:.3f}" if isinstance(v, float) and math.isfinite(v) else f"{k}: {v}")
     return 0
+
+
+TARGETS = {"main_job_seconds": "<= 300 (idle machine)", "main_job_shared_cpu_ratio": "<= 2.2",
+           "probe_stage_seconds_max": "<= 10", "train_step_ratio_vs_floor": "<= 1.5 at b8 and b64",
+           "pretraining_beats_random_init": "true", "infonce_speedup_vs_loop": ">= 3", "data_rate_ratio": ">= 5"}
+SUMMARY_KEYS = ["main_job_seconds", "main_job_shared_cpu_ratio", "probe_stage_seconds_max",
+                "pretraining_beats_random_init", "pretraining_min_margin_points", "train_step_ratio_vs_floor",
+                "gemm_gmac_per_second", "paper_b64_step_peak_mb", "conv_rate_vs_gemm", "train_step_ratio_vs_stack",
+                "infonce_speedup_vs_loop", "infonce_speedup_vs_loop_beyond_predictor",
+                "infonce_speedup_vs_loop_thesis", "infonce_share_of_step", "data_rate_ratio", "data_rate_ratio_cached",
+                "ics_speedup_vs_naive"]
+
+
+def save(report: dict[str, Any], out: Path) -> None:
+    """Write the report so far (after every section: an interrupted run keeps what it measured;
+    ``complete`` is true only once every section ran)."""
+    report["targets"] = TARGETS
+    report["summary"] = {k: report[k] for k in SUMMARY_KEYS if k in report}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    tmp.replace(out)
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # unwinds: running ``finally`` blocks stop the competing process
 
 
 if __name__ == "__main__":

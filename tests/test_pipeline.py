@@ -16,14 +16,20 @@ TINY_OVERRIDES = ["train.epochs=1", "model.channels=16", "model.gru_hidden=16", 
 def tiny_pipeline(tmp_path_factory):
     pytest.importorskip("espeakng_loader")
     out = tmp_path_factory.mktemp("pipeline")
-    logs = []
-    results = run_pipeline("quick", out, overrides=TINY_OVERRIDES, preset=TINY, log=logs.append)
-    return out, results, logs
+    logs, calls = [], []
+    results = run_pipeline("quick", out, overrides=TINY_OVERRIDES, preset=TINY, log=logs.append,
+                           rebalance=lambda *args: calls.append(args))
+    return out, results, logs, calls
 
 
 @pytest.mark.slow
 def test_pipeline_writes_report_and_results(tiny_pipeline):
-    out, results, logs = tiny_pipeline
+    out, results, logs, calls = tiny_pipeline
+    # threads re-matched to the free cores before every stage (no args) and after every training epoch
+    stages_run = [line for line in logs if line.startswith("[run ]")]
+    assert calls.count(()) == len(stages_run) > 10
+    epochs = [c for c in calls if c]
+    assert len(epochs) == 2 and all(len(c) == 2 and c[0] == 0 for c in epochs)  # on_epoch(epoch, rows), 1 per model
     page = (out / "report.html").read_text()
     assert len(re.findall(r"<audio ", page)) >= 3
     assert len(re.findall(r"<img ", page)) >= 4
@@ -38,7 +44,7 @@ def test_pipeline_writes_report_and_results(tiny_pipeline):
 
 @pytest.mark.slow
 def test_rerun_skips_finished_stages_and_redoes_missing_ones(tiny_pipeline):
-    out, _, _ = tiny_pipeline
+    out, _, _, _ = tiny_pipeline
     (out / "stages" / "probe-gim-vowel.json").unlink()
     logs = []
     run_pipeline("quick", out, overrides=TINY_OVERRIDES, preset=TINY, log=logs.append)
@@ -53,7 +59,7 @@ def test_report_renders_in_headless_chromium(tiny_pipeline, tmp_path):
 
     if _chromium() is None:
         pytest.skip("chromium is not installed (scripts/setup.sh installs it as root)")
-    out, _, _ = tiny_pipeline
+    out, _, _, _ = tiny_pipeline
     result = browser_check(out / "report.html", tmp_path)
     assert result["images"] and all(result["images"])
     assert len(result["audios"]) >= 3 and all(result["audios"])

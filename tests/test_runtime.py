@@ -8,7 +8,14 @@ import threading
 import pytest
 
 from smooth_infomax import runtime
-from smooth_infomax.runtime import ThreadsError, choose_threads, free_cores, parse_setting, threads_option
+from smooth_infomax.runtime import (
+    ThreadBalancer,
+    ThreadsError,
+    choose_threads,
+    parse_setting,
+    threads_for,
+    threads_option,
+)
 
 
 class FakeTorch:
@@ -22,7 +29,8 @@ class FakeTorch:
 def test_parse_setting():
     assert parse_setting(None) == ("auto", None)
     assert parse_setting(" Auto ") == ("auto", None)
-    assert parse_setting("free") == ("free", None)
+    assert parse_setting("free") == ("auto", None)  # the older name of auto
+    assert parse_setting("all") == ("all", None)
     assert parse_setting("off") == ("off", None)
     assert parse_setting("3") == ("fixed", 3)
     for bad in ("-1", "zero", "1.5"):
@@ -30,24 +38,79 @@ def test_parse_setting():
             parse_setting(bad)
 
 
-@pytest.mark.parametrize("usable, load, machine, expected", [
-    (2, 0.0, 2, 2), (2, None, 2, 2), (2, 0.4, 2, 2), (2, 0.6, 2, 1), (2, 2.0, 2, 1), (2, 9.0, 2, 1),
-    (8, 3.0, 8, 5), (4, 16.0, 64, 3), (4, 0.0, 64, 4), (1, 0.0, 1, 1)])
-def test_free_cores(usable, load, machine, expected):
-    assert free_cores(usable, load, machine) == expected
+@pytest.mark.parametrize("usable, others, expected", [
+    (2, 0.0, 2), (2, None, 2), (2, 0.4, 2), (2, 0.5, 1), (2, 1.3, 1), (2, 2.0, 1), (2, 9.0, 1),
+    (8, 3.0, 5), (8, 2.6, 5), (4, -0.1, 4), (1, 0.0, 1), (1, 5.0, 1)])
+def test_threads_for(usable, others, expected):
+    assert threads_for(usable, others) == expected
 
 
 def test_choose_threads_precedence():
-    assert choose_threads(None, {}, 2, 0.0, 2).threads == 2
-    assert choose_threads(None, {}, 2, 2.0, 2).threads == 2  # auto: every usable core, whatever the load
-    assert choose_threads("free", {}, 2, 2.0, 2).threads == 1  # free: minus the other jobs' load
-    assert choose_threads(None, {}, 3, 0.0, 64).threads == 3
-    assert choose_threads(None, {"OMP_NUM_THREADS": "3"}, 2, 2.0, 2).threads == 3  # the user's setting wins
-    assert choose_threads("4", {"OMP_NUM_THREADS": "3"}, 2, 0.0, 2).threads == 4  # --threads wins over all
-    assert choose_threads(None, {"SMOOTH_INFOMAX_THREADS": "5"}, 2, 0.0, 2).threads == 5
-    assert choose_threads(None, {"SMOOTH_INFOMAX_THREADS": "off"}, 2, 0.0, 2).mode == "off"
+    assert choose_threads(None, {}, 2, 0.0).threads == 2
+    assert choose_threads(None, {}, 2, None).threads == 2  # unknown load: every core
+    assert choose_threads(None, {}, 2, 2.0).threads == 1  # auto: the cores other jobs leave free, at least 1
+    assert choose_threads("free", {}, 2, 2.0).threads == 1
+    assert choose_threads("all", {}, 2, 2.0).threads == 2  # all: every usable core, whatever the load
+    assert choose_threads(None, {}, 8, 3.0).threads == 5
+    assert choose_threads(None, {"OMP_NUM_THREADS": "3"}, 2, 2.0).threads == 3  # the user's setting wins
+    assert choose_threads(None, {"OMP_NUM_THREADS": "3"}, 2, 2.0).mode == "fixed"  # ... and is not re-balanced
+    assert choose_threads("4", {"OMP_NUM_THREADS": "3"}, 2, 0.0).threads == 4  # --threads wins over all
+    assert choose_threads(None, {"SMOOTH_INFOMAX_THREADS": "5"}, 2, 0.0).threads == 5
+    assert choose_threads(None, {"SMOOTH_INFOMAX_THREADS": "off"}, 2, 0.0).mode == "off"
     with pytest.raises(ThreadsError, match="--threads"):
-        choose_threads("many", {}, 2, 0.0, 2)
+        choose_threads("many", {}, 2, 0.0)
+
+
+class FakeMachine:
+    """/proc/stat and os.times of a 2-core machine, advanced by hand: ``run(seconds, own=..., others=...)``."""
+
+    def __init__(self, hz=100.0):
+        self.hz, self.t, self.busy, self.total, self.own = hz, 0.0, 0.0, 0.0, 0.0
+
+    def run(self, seconds, own, others, cores=2):
+        self.t += seconds
+        self.total += cores * seconds * self.hz
+        self.busy += min(cores, own + others) * seconds * self.hz
+        self.own += own * seconds
+
+    def balancer(self, threads=2, **kw):
+        return ThreadBalancer(2, threads, cpus={0, 1}, stat=lambda cpus: (self.busy, self.total),
+                              own=lambda: self.own, clock=lambda: self.t, ticks_per_second=self.hz, **kw)
+
+
+def test_thread_balancer_follows_other_jobs():
+    machine, torch, lines = FakeMachine(), FakeTorch(), []
+    bal = machine.balancer(torch_module=torch, log=lines.append)
+    machine.run(10, own=1.0, others=1.0)  # a competitor took one core from our two threads
+    assert bal.others_busy() == pytest.approx(1.0)
+    machine.run(10, own=1.0, others=1.0)
+    assert bal.update() == 1 and torch.threads == 1
+    assert bal.changes == [{"threads": 1, "before": 2, "others_busy_cores": 1.0}]
+    assert lines == ["threads: 2 -> 1 (other jobs keep 1.0 of 2 cores busy)"]
+    machine.run(10, own=0.7, others=1.3)  # one thread beside the 2-thread competitor: stays at one
+    assert bal.update() == 1 and len(bal.changes) == 1
+    machine.run(10, own=1.0, others=0.05)  # the competitor ended
+    assert bal.update() == 2 and torch.threads == 2
+    machine.run(1.0, own=0.1, others=1.9)  # a look less than min_interval after the last one: no change yet
+    assert bal.update() == 2
+    machine.run(1.5, own=0.1, others=1.9)  # the window now spans both pieces
+    assert bal.update() == 1
+
+
+def test_thread_balancer_without_proc_stat_keeps_the_threads():
+    torch = FakeTorch()
+    clock = iter(range(0, 100, 5)).__next__
+    bal = ThreadBalancer(2, 2, cpus={0, 1}, stat=lambda cpus: None, own=lambda: 0.0, clock=clock, torch_module=torch)
+    assert bal.update() == 2 and bal.others_busy() is None and torch.threads is None
+
+
+def test_rebalance_is_a_callback_and_a_no_op_without_balancer():
+    machine, torch = FakeMachine(), FakeTorch()
+    settings = runtime.RuntimeSettings("auto", 2, balancer=machine.balancer(torch_module=torch))
+    machine.run(5, own=0.0, others=2.0)
+    settings.rebalance(3, {"m0": {}})  # the on_epoch signature
+    assert torch.threads == 1
+    runtime.RuntimeSettings("fixed", 2).rebalance()  # nothing to do
 
 
 def test_wait_policy_depends_on_the_load_and_respects_the_user():
@@ -85,11 +148,11 @@ def test_cpu_busy_cores_sees_a_busy_thread():
 
 
 def test_configure_sets_torch_threads_when_torch_is_loaded(monkeypatch):
-    monkeypatch.setattr(runtime, "load_average", lambda: 0.0)
     fake, env = FakeTorch(), {}
     monkeypatch.setattr(runtime, "cpu_busy_cores", lambda interval=0.05: 2.0)
     decided = runtime.configure("1", environ=env, torch_module=fake)
     assert fake.threads == 1 and decided.threads == 1 and decided.wait_policy == "PASSIVE"
+    assert decided.balancer is None  # fixed by the user: never re-balanced
     assert any("after torch was loaded" in n for n in decided.notes)
     fake, env = FakeTorch(), {"SMOOTH_INFOMAX_THREADS": "off"}
     assert runtime.configure(None, environ=env, torch_module=fake).mode == "off"
@@ -99,17 +162,17 @@ def test_configure_sets_torch_threads_when_torch_is_loaded(monkeypatch):
 def test_configure_before_torch_sets_the_variable_only_to_change_the_default(monkeypatch):
     monkeypatch.setattr(runtime, "usable_cores", lambda: 2)
     monkeypatch.setattr(runtime.sys, "modules", {k: v for k, v in sys.modules.items() if k != "torch"})
-    monkeypatch.setattr(runtime, "load_average", lambda: 0.0)
+    monkeypatch.setattr(runtime, "cpu_busy_cores", lambda interval=0.05: 0.1)
+    env = {}
+    decided = runtime.configure(None, environ=env)
+    assert env == {"GOMP_SPINCOUNT": runtime.SPIN_COUNT}  # 2 free cores: torch's own default, nothing to set
+    assert decided.threads == 2 and isinstance(decided.balancer, ThreadBalancer)
     monkeypatch.setattr(runtime, "cpu_busy_cores", lambda interval=0.05: 2.0)
     env = {}
-    runtime.configure(None, environ=env)
-    assert env == {"OMP_WAIT_POLICY": "PASSIVE"}  # 2 usable cores: torch's own default, nothing to set
-    monkeypatch.setattr(runtime, "load_average", lambda: 2.0)
+    decided = runtime.configure(None, environ=env)
+    assert decided.threads == 1 and env == {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
     env = {}
-    assert runtime.configure(None, environ=env).threads == 2 and "OMP_NUM_THREADS" not in env
-    env = {}
-    assert runtime.configure("free", environ=env).threads == 1
-    assert env == {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
+    assert runtime.configure("all", environ=env).threads == 2 and env == {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def test_threads_option_reads_only_the_global_flag():

@@ -43,6 +43,14 @@ def test_skipped_stages_keep_their_recorded_times(tmp_path):
     assert again.stats["a"]["skipped"] is True and again.summary()["seconds_this_call"] == 0
 
 
+def test_before_runs_ahead_of_each_stage_that_runs_only(tmp_path):
+    order = []
+    stages = Stages(tmp_path, lambda _: None, status=lambda _: None, before=lambda: order.append("before"))
+    stages.run("a", lambda: order.append("a"))
+    Stages(tmp_path, lambda _: None, status=lambda _: None, before=lambda: order.append("before")).run("a", int)
+    assert order == ["before", "a"]  # the second call skipped the finished stage, and did not call before
+
+
 def _fresh_pages(mb: int) -> mmap.mmap:
     """``mb`` MiB of newly mapped, touched memory: it raises the resident set whatever the allocator holds already
     (a numpy array of that size can be served from heap pages an earlier test left resident)."""

@@ -39,10 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "analysis.",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
-    parser.add_argument("--threads", default=None, metavar="auto|free|off|N",
-                        help="torch threads: auto (default: one per usable core, with OMP_WAIT_POLICY=PASSIVE), "
-                             "free (minus the load of other jobs), off (leave threading alone) or N; also the "
-                             "SMOOTH_INFOMAX_THREADS variable")
+    parser.add_argument("--threads", default=None, metavar="auto|all|off|N",
+                        help="torch threads: auto (default: the usable cores other jobs leave free, re-checked "
+                             "between pipeline stages and training epochs), all (every usable core), off (leave "
+                             "threading alone) or N; also the SMOOTH_INFOMAX_THREADS variable")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -55,10 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:  # threading defaults before any command module imports torch (runtime.py)
-        runtime.configure(runtime.threads_option(argv))
+        settings = runtime.configure(runtime.threads_option(argv), log=_to_stderr)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -67,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    args.runtime = settings  # commands that run long call args.runtime.rebalance() between pieces of work
     try:
         code = args.func(args)
     except UserError as exc:

@@ -329,8 +329,11 @@ def compare_one(src: Any, spec: str, key: str, data: Path, out: Path, mdir: Path
 
 
 def compare_models(specs: Sequence[str], data: str | Path, out: str | Path, settings: Optional[CompareSettings] = None,
-                   *, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run (or resume) the comparison of ``specs`` on ``data``; write ``out/results.json`` and ``out/report.html``."""
+                   *, log: Callable[[str], None] = print, rebalance: Optional[Callable[[], Any]] = None
+                   ) -> dict[str, Any]:
+    """Run (or resume) the comparison of ``specs`` on ``data``; write ``out/results.json`` and ``out/report.html``.
+
+    ``rebalance``: called before every stage (the command line: torch threads matched to the free cores)."""
     st = (settings or CompareSettings()).check()
     if len(specs) < 1:
         raise UserError("--models: give at least one model (run directory, exported model, hf:..., module:...)")
@@ -343,7 +346,7 @@ def compare_models(specs: Sequence[str], data: str | Path, out: str | Path, sett
         raise UserError(f"--data {data} is a {layout} dataset with no labels the probes know; use the synthetic, "
                         f"artificial speech or LibriSpeech layout")
     out = Path(out)
-    stages = Stages(out, log)
+    stages = Stages(out, log, before=rebalance)
     raw = [resolve_source(s, device=st.device) for s in specs]
     names = display_names(specs, raw)
     sources = [common_source(src, name) for src, name in zip(raw, names)]
@@ -389,7 +392,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     keys = {f.name for f in dataclasses.fields(CompareSettings)}
     values = {k: v for k, v in vars(args).items() if k in keys and k != "tasks"}
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip()) if args.tasks else None
-    compare_models(args.models, args.data, args.out, CompareSettings(tasks=tasks, **values))
+    runtime = getattr(args, "runtime", None)
+    compare_models(args.models, args.data, args.out, CompareSettings(tasks=tasks, **values),
+                   rebalance=runtime.rebalance if runtime is not None else None)
     return 0
 
 

@@ -87,15 +87,19 @@ def _config_file(name: str) -> Any:
 
 def run_pipeline(preset_name: str, out_dir: str | Path, *, data: str | Path | None = None,
                  overrides: list[str] | None = None, log: Callable[[str], None] = print,
-                 preset: Preset | None = None) -> dict[str, Any]:
-    """Run (or resume) every stage of a preset; ``preset`` replaces the named preset's settings (tests)."""
+                 preset: Preset | None = None, rebalance: Callable[..., Any] | None = None) -> dict[str, Any]:
+    """Run (or resume) every stage of a preset; ``preset`` replaces the named preset's settings (tests).
+
+    ``rebalance``: called before every stage and after every training epoch (the command line passes
+    ``RuntimeSettings.rebalance``: torch threads matched to the cores other jobs leave free).
+    """
     if preset is None:
         if preset_name not in PRESETS:
             raise UserError(f"--preset {preset_name!r}: choose from {', '.join(PRESETS)}")
         preset = PRESETS[preset_name]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stages = Stages(out, log)
+    stages = Stages(out, log, before=rebalance)
     t_start = time.time()
 
     if data is None:
@@ -126,7 +130,7 @@ def run_pipeline(preset_name: str, out_dir: str | Path, *, data: str | Path | No
 
         def do_train(cfg: Any = cfg, run_dir: Path = run_dir) -> dict[str, Any]:
             resume = run_paths(run_dir)["checkpoint"].exists()
-            summary = train(cfg, run_dir, resume=resume)
+            summary = train(cfg, run_dir, resume=resume, on_epoch=rebalance)
             return {"run": str(run_dir), "seconds": summary["seconds"], "val": summary["val"]}
 
         stages.run(f"train-{name.lower()}", do_train)
@@ -276,5 +280,7 @@ def register(subparsers: Any) -> None:
 
 
 def _cmd_run(args: Any) -> int:
-    run_pipeline(args.preset, args.out, data=args.data, overrides=args.overrides)
+    settings = getattr(args, "runtime", None)
+    run_pipeline(args.preset, args.out, data=args.data, overrides=args.overrides,
+                 rebalance=settings.rebalance if settings is not None else None)
     return 0

@@ -116,16 +116,18 @@ class Stages:
     ``status`` (default: standard error) gets a line as each stage ends, with its wall time, peak memory, the
     stage count (``3/14`` when ``total``, the number of stages planned, is given) and the time elapsed.
     ``timings`` maps every stage met in this call (run or skipped) to its wall seconds; ``stats`` holds the
-    full record of each (seconds, peak memory, whether it was skipped, when it started).
+    full record of each (seconds, peak memory, whether it was skipped, when it started). ``before`` is called
+    before each stage that runs (e.g. ``RuntimeSettings.rebalance``: threads matched to the free cores).
     """
 
     def __init__(self, out: Path, log: Callable[[str], None] = print, total: Optional[int] = None,
-                 status: Optional[Callable[[str], None]] = None):
+                 status: Optional[Callable[[str], None]] = None, before: Optional[Callable[[], Any]] = None):
         self.dir = Path(out) / "stages"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.log = log
         self.status = status if status is not None else _to_stderr
         self.total = total
+        self.before = before
         self.timings: dict[str, float] = {}
         self.stats: dict[str, dict[str, Any]] = {}
         self._t0 = time.perf_counter()
@@ -149,6 +151,8 @@ class Stages:
                 self.stats[name] = {**info, "skipped": True}
                 return done
         self.log(f"[run ] {name}")
+        if self.before is not None:
+            self.before()
         started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         t0 = time.perf_counter()
         with MemoryWatch() as watch:

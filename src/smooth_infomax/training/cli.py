@@ -60,7 +60,9 @@ def _report(summary: dict[str, Any], out: str | Path) -> None:
 
 
 def _cmd_train(args: Any) -> int:
-    summary = train(command_config(args), args.out, resume=args.resume)
+    settings = getattr(args, "runtime", None)  # threads follow the free cores, re-checked after every epoch
+    summary = train(command_config(args), args.out, resume=args.resume,
+                    on_epoch=settings.rebalance if settings is not None else None)
     _report(summary, args.out)
     return 0
 
