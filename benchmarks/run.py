@@ -29,6 +29,8 @@ do not. Sections (``--sections``, comma-separated):
 * ``data``: items/s of the artificial speech words loader against training items/s. Key ``data_rate_ratio``.
 * ``probe``, ``ics``, ``omp``: probe training, batched ICS, and a GRU under both OpenMP wait policies.
 
+The workers keep freed memory for reuse as the command line does (``runtime.allocator_defaults``: glibc's
+``M_MMAP_MAX=0``, ``M_TRIM_THRESHOLD=-1``; ``--malloc-defaults off`` measures glibc's default instead).
 The workers and the main job get the package's own OpenMP wait policy (smooth_infomax/runtime.py: passive on a
 busy CPU, a bounded spin on a quiet one) unless ``--omp-wait-policy PASSIVE|ACTIVE`` or the environment sets one.
 """
@@ -52,7 +54,7 @@ REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
 sys.path.insert(0, str(SRC))  # the checkout's package, before anything imports it
 
-import smooth_infomax  # noqa: E402,F401  (first: it chooses the OpenMP wait policy before torch loads; runtime.py)
+import smooth_infomax  # noqa: E402  (first: it chooses the OpenMP wait policy before torch loads; runtime.py)
 
 # isort: split
 import torch  # noqa: E402
@@ -71,11 +73,14 @@ WORKERS = {"train": worker_train, "train_memory": worker_train_memory, "infonce"
 
 
 def run_worker(spec: dict[str, Any]) -> None:
+    # the allocator setting of the command line (runtime.allocator_defaults), unless --malloc-defaults off
+    allocator = smooth_infomax.runtime.allocator_defaults() if spec.get("malloc_defaults", True) else None
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
     device = torch.device(spec.get("device", "cpu"))
     result = WORKERS[spec["kind"]](spec, device)
     result["threads"] = torch.get_num_threads()
+    result["allocator"] = allocator
     print("RESULT " + json.dumps(result), flush=True)
 
 # ---------------------------------------------------------------------------------------------------------
@@ -176,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (train and infonce sections)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads in the workers (0: torch's default)")
+    ap.add_argument("--malloc-defaults", choices=("on", "off"), default="on",
+                    help="workers keep freed memory for reuse as the command line does (runtime.allocator_defaults; "
+                         "default on); off measures glibc's default allocator")
     ap.add_argument("--omp-wait-policy", default="inherit",
                     help="OMP_WAIT_POLICY for the workers: PASSIVE, ACTIVE, or 'inherit' (default: the environment's, "
                          "else the package's own choice, smooth_infomax/runtime.py)")
@@ -200,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--sections: unknown {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
     p = plan(args.quick)
     env = {} if args.omp_wait_policy == "inherit" else {"OMP_WAIT_POLICY": args.omp_wait_policy}
-    base = {"device": args.device, "threads": args.threads}
+    base = {"device": args.device, "threads": args.threads, "malloc_defaults": args.malloc_defaults == "on"}
     t_start = time.perf_counter()
 
     def log(msg: str) -> None:
@@ -217,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                      "openmp_env": {k: os.environ.get(k)
                                     for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")},
                      "threads": args.threads or "torch default",
+                     "malloc_defaults": args.malloc_defaults,
                      "device": args.device, "plan": p},
         "load_average_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "notes": [],

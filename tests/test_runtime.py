@@ -201,3 +201,23 @@ def test_importing_the_package_sets_the_wait_policy_before_torch_loads():
     env["SMOOTH_INFOMAX_THREADS"] = "off"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["None", "True"]
+
+
+def _allocator_note(**env_extra):
+    """runtime.allocator_defaults() in a fresh process (it changes that process's allocator), without torch."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != runtime.MALLOC_ENV_VAR}
+    env.update(env_extra)
+    code = "from smooth_infomax import runtime; print(runtime.allocator_defaults()); print(runtime.release_memory())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return out.stdout.split("\n")[:2]
+
+
+def test_allocator_defaults_keep_freed_memory_unless_the_user_chose():
+    note, released = _allocator_note()
+    if runtime._glibc() is None:
+        assert (note, released) == ("None", "False")
+        return
+    assert "M_MMAP_MAX=0" in note and released == "True"
+    for user in ({"MALLOC_MMAP_MAX_": "65536"}, {"MALLOC_TRIM_THRESHOLD_": "1"}, {"SMOOTH_INFOMAX_MALLOC": "off"},
+                 {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1"}, {"LD_PRELOAD": "/nonexistent/libjemalloc.so"}):
+        assert _allocator_note(**user)[0] == "None", user

@@ -63,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:  # threading defaults before any command module imports torch (runtime.py)
         settings = runtime.configure(runtime.threads_option(argv), log=_to_stderr)
+        note = runtime.allocator_defaults()  # freed memory kept for reuse (glibc; runtime.py)
+        if note:
+            settings.notes.append(note)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -33,6 +33,7 @@ where the count differs from torch's own default (one thread per usable core).
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import sys
@@ -317,6 +318,56 @@ def setting_is_off(threads: Optional[str], environ: Mapping[str, str]) -> bool:
     return mode == "off"
 
 
+MALLOC_ENV_VAR = "SMOOTH_INFOMAX_MALLOC"
+_MALLOC_USER_VARS = ("MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+
+
+def _glibc() -> Optional[ctypes.CDLL]:
+    """The process's GNU C library (None elsewhere: macOS, Windows, musl)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        lib = ctypes.CDLL(None)
+    except OSError:  # pragma: no cover - no dynamic loader
+        return None
+    return lib if hasattr(lib, "gnu_get_libc_version") and hasattr(lib, "mallopt") else None
+
+
+def allocator_defaults(environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """Keep freed memory in the process for reuse (glibc only); returns a note, or None where nothing was set.
+
+    glibc hands every block over 32 MiB straight back to the kernel when it is freed, so a training step that
+    allocates and frees its activations page-faults them in again, zero-filled, every step: at paper scale,
+    batch 64, that doubled the step (10.6 s against 5.7 s with the setting, one run, 2 cores). This sets
+    ``mallopt(M_MMAP_MAX, 0)`` (large blocks come from the heap) and ``mallopt(M_TRIM_THRESHOLD, -1)``
+    (freed heap stays mapped), the effect of ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<huge>``; the
+    pipeline hands the free memory back between its stages (:func:`release_memory`). Left alone where the user
+    set one of those variables, a ``glibc.malloc`` tunable or another allocator (``LD_PRELOAD``), or
+    ``SMOOTH_INFOMAX_MALLOC=off``. Affects the whole process: the command line calls it; call it from Python only
+    for work of the same kind.
+    """
+    env = os.environ if environ is None else environ
+    if (env.get(MALLOC_ENV_VAR, "").strip().lower() in OFF_VALUES or any(env.get(v) for v in _MALLOC_USER_VARS)
+            or "glibc.malloc" in env.get("GLIBC_TUNABLES", "") or "malloc" in env.get("LD_PRELOAD", "")):
+        return None
+    lib = _glibc()
+    if lib is None:
+        return None
+    if not (lib.mallopt(_M_MMAP_MAX, 0) and lib.mallopt(_M_TRIM_THRESHOLD, -1)):
+        return None  # pragma: no cover - refused by this C library
+    return "allocator: freed memory kept for reuse (mallopt M_MMAP_MAX=0, M_TRIM_THRESHOLD=-1)"
+
+
+def release_memory() -> bool:
+    """Return the process's free heap memory to the kernel (glibc ``malloc_trim(0)``); False where unsupported."""
+    lib = _glibc()
+    if lib is None or not hasattr(lib, "malloc_trim"):
+        return False
+    lib.malloc_trim(0)
+    return True
+
+
 def threads_option(argv: Sequence[str]) -> Optional[str]:
     """The value of a global ``--threads X`` / ``--threads=X`` given before the sub-command (None if absent)."""
     args = list(argv)
@@ -330,6 +381,6 @@ def threads_option(argv: Sequence[str]) -> Optional[str]:
     return None
 
 
-__all__ = ["ENV_VAR", "RuntimeSettings", "ThreadBalancer", "ThreadsError", "apply_env_defaults", "choose_threads",
-           "configure", "cpu_busy_cores", "parse_setting", "setting_is_off", "threads_for", "threads_option",
-           "usable_cores", "wait_policy_default"]
+__all__ = ["ENV_VAR", "MALLOC_ENV_VAR", "RuntimeSettings", "ThreadBalancer", "ThreadsError", "allocator_defaults",
+           "apply_env_defaults", "choose_threads", "configure", "cpu_busy_cores", "parse_setting", "release_memory",
+           "setting_is_off", "threads_for", "threads_option", "usable_cores", "wait_policy_default"]

@@ -11,7 +11,9 @@ reads the RSS once a second; its maximum is the measure where the mark cannot be
 bound for an outer stage whose mark a nested stage (a stage run inside another) has reset. Not more often:
 each wake-up asks the training thread for the GIL, and on a CPU shared with another process the hand-over waits
 for a scheduler slot: a 50 ms sampler made the quick SIM training 7x slower beside a 2-thread competitor.
-Child processes (e.g. data-loader workers) are reported apart as ``children_peak_rss_mb``: the largest
+Before each stage the process's free heap memory is handed back to the kernel (``runtime.release_memory``: the
+command line keeps freed memory for reuse within a stage), so a stage's mark does not include what earlier
+stages freed. Child processes (e.g. data-loader workers) are reported apart as ``children_peak_rss_mb``: the largest
 high-water mark of a child that ended during the stage (``getrusage(RUSAGE_CHILDREN)``), 0 when none did.
 """
 
@@ -28,6 +30,7 @@ from typing import Any, Callable, Optional
 
 from .checkpoint import atomic_write_json
 from .progress import format_seconds
+from .runtime import release_memory
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -153,6 +156,7 @@ class Stages:
         self.log(f"[run ] {name}")
         if self.before is not None:
             self.before()
+        release_memory()  # the free heap earlier stages kept (runtime.allocator_defaults) goes back to the kernel
         started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         t0 = time.perf_counter()
         with MemoryWatch() as watch:
