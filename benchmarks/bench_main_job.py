@@ -2,8 +2,9 @@
 a competing 2-thread process, plus what its results.json says: stage times and whether pre-training beats the
 random-init twins.
 
-The job runs in a clean environment: ``OMP_WAIT_POLICY``, ``OMP_NUM_THREADS`` and ``SMOOTH_INFOMAX_THREADS``
-are removed, so the package's own threading defaults (smooth_infomax/runtime.py) are what is measured.
+The job runs in a clean environment: the threading and allocator variables (``OMP_WAIT_POLICY``,
+``OMP_NUM_THREADS``, ``SMOOTH_INFOMAX_THREADS``, ``SMOOTH_INFOMAX_MALLOC``, glibc's ``MALLOC_*_``) are removed, so
+the package's own defaults (smooth_infomax/runtime.py) are what is measured.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-CLEAN_ENV = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "SMOOTH_INFOMAX_THREADS")
+CLEAN_ENV = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "SMOOTH_INFOMAX_THREADS", "SMOOTH_INFOMAX_MALLOC",
+             "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
 
 # The competitor stops by itself once the benchmark that started it is gone (its parent changes: an
 # interrupted or killed benchmark must not leave it loading the machine), and after ``max_seconds``.

@@ -1,7 +1,13 @@
 """Pure parts of the benchmark (benchmarks/*.py): the pre-training check and the conv layer inventory."""
 
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
@@ -33,11 +39,36 @@ def test_pretraining_check_margins_and_shared_twin():
 
 
 def test_job_env_drops_threading_variables(monkeypatch):
-    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    monkeypatch.setenv("SMOOTH_INFOMAX_THREADS", "3")
+    for name, value in (("OMP_WAIT_POLICY", "ACTIVE"), ("SMOOTH_INFOMAX_THREADS", "3"),
+                        ("SMOOTH_INFOMAX_MALLOC", "off"), ("MALLOC_MMAP_MAX_", "0")):
+        monkeypatch.setenv(name, value)
     env = job_env(Path("/x/src"))
-    assert "OMP_WAIT_POLICY" not in env and "SMOOTH_INFOMAX_THREADS" not in env
+    assert not {"OMP_WAIT_POLICY", "SMOOTH_INFOMAX_THREADS", "SMOOTH_INFOMAX_MALLOC", "MALLOC_MMAP_MAX_"} & set(env)
     assert env["PYTHONPATH"].startswith("/x/src")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has stopped working (a container's init may never reap it)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_competitor_stops_when_the_benchmark_that_started_it_is_gone():
+    """An interrupted or killed benchmark must not leave its competing process loading the machine."""
+    code = (f"import sys; sys.path.insert(0, {str(BENCH)!r}); from bench_main_job import start_competitor; "
+            "print(start_competitor(sys.executable, 1).pid, flush=True)")  # exits without stopping it
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    pid = int(out.stdout.split()[-1])
+    deadline = time.monotonic() + 30
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    alive = _alive(pid)
+    if alive:
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, "the competing process outlived its parent"
 
 
 def test_conv_layer_inventory_follows_the_paper_encoder():
