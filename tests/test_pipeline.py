@@ -6,6 +6,7 @@ import re
 import pytest
 
 from smooth_infomax.pipeline import PRESETS, Preset, run_pipeline
+from smooth_infomax.runtime import RuntimeSettings
 
 TINY = Preset(models=PRESETS["quick"].models, synth={"n_words": 48, "n_voices": 2}, probe_seeds=2, probe_epochs=3,
               decoder_epochs=1, ics_items=6, analysis_items=60)
@@ -17,8 +18,9 @@ def tiny_pipeline(tmp_path_factory):
     pytest.importorskip("espeakng_loader")
     out = tmp_path_factory.mktemp("pipeline")
     logs, calls = [], []
+    settings = RuntimeSettings("fixed", 2, notes=["2 torch threads (set by the user)"])
     results = run_pipeline("quick", out, overrides=TINY_OVERRIDES, preset=TINY, log=logs.append,
-                           rebalance=lambda *args: calls.append(args))
+                           rebalance=lambda *args: calls.append(args), runtime=settings)
     return out, results, logs, calls
 
 
@@ -39,7 +41,11 @@ def test_pipeline_writes_report_and_results(tiny_pipeline):
     assert set(saved["probes"]["SIM"]) == {"vowel", "syllable", "consonant", "speaker", "phone"}
     assert set(saved["analysis"]) == {"SIM", "GIM"}
     assert saved["decoders"]["SIM"]["ics"]["relative"][-1] == 0
-    assert all(line.startswith("[run ]") for line in logs[:-1])
+    assert logs[0] == "[runtime] 2 torch threads (set by the user)"
+    assert all(line.startswith("[run ]") for line in logs[1:-1])
+    assert saved["timings"]["runtime"] == {"mode": "fixed", "threads": 2, "wait_policy": None,
+                                           "notes": ["2 torch threads (set by the user)"], "thread_changes": []}
+    assert "Threading and memory settings of the last call: 2 torch threads (set by the user)" in page
 
 
 @pytest.mark.slow

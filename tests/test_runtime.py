@@ -45,6 +45,23 @@ def test_threads_for(usable, others, expected):
     assert threads_for(usable, others) == expected
 
 
+@pytest.mark.parametrize("quota, period, cores", [
+    ("200000 100000\n", None, 2.0), ("150000 100000", None, 1.5), ("max 100000", None, None),
+    ("-1\n", "100000\n", None), ("50000", "100000", 0.5), ("garbage", None, None), ("", None, None),
+    ("0 100000", None, None)])
+def test_parse_cpu_quota(quota, period, cores):
+    assert runtime.parse_cpu_quota(quota, period) == cores
+
+
+def test_usable_cores_caps_the_affinity_by_a_cgroup_quota(monkeypatch):
+    monkeypatch.setattr(runtime, "_cgroup_cpu_limit", lambda: 1.5)
+    assert runtime.usable_cores() == min(2, len(os.sched_getaffinity(0)))  # 1.5 cores of quota: 2 threads
+    monkeypatch.setattr(runtime, "_cgroup_cpu_limit", lambda: 0.5)
+    assert runtime.usable_cores() == 1
+    monkeypatch.setattr(runtime, "_cgroup_cpu_limit", lambda: None)
+    assert runtime.usable_cores() == len(os.sched_getaffinity(0))
+
+
 def test_choose_threads_precedence():
     assert choose_threads(None, {}, 2, 0.0).threads == 2
     assert choose_threads(None, {}, 2, None).threads == 2  # unknown load: every core

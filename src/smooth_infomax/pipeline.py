@@ -39,6 +39,7 @@ from .features import EncoderSource, extract_features
 from .probe import ProbeSettings, run_probe
 from .report import build_pipeline_report
 from .runs import open_run_data, run_config
+from .runtime import RuntimeSettings
 from .stages import Stages
 from .training import train
 
@@ -87,12 +88,19 @@ def _config_file(name: str) -> Any:
 
 def run_pipeline(preset_name: str, out_dir: str | Path, *, data: str | Path | None = None,
                  overrides: list[str] | None = None, log: Callable[[str], None] = print,
-                 preset: Preset | None = None, rebalance: Callable[..., Any] | None = None) -> dict[str, Any]:
+                 preset: Preset | None = None, rebalance: Callable[..., Any] | None = None,
+                 runtime: RuntimeSettings | None = None) -> dict[str, Any]:
     """Run (or resume) every stage of a preset; ``preset`` replaces the named preset's settings (tests).
 
-    ``rebalance``: called before every stage and after every training epoch (the command line passes
-    ``RuntimeSettings.rebalance``: torch threads matched to the cores other jobs leave free).
+    ``runtime``: what ``runtime.configure`` decided (the command line passes it): its notes are logged first and
+    saved in ``results.json`` (``timings.runtime``), and its ``rebalance`` is the default ``rebalance``.
+    ``rebalance``: called before every stage and after every training epoch (torch threads matched to the cores
+    other jobs leave free).
     """
+    if runtime is not None:
+        rebalance = rebalance or runtime.rebalance
+        for note in runtime.notes:
+            log(f"[runtime] {note}")
     if preset is None:
         if preset_name not in PRESETS:
             raise UserError(f"--preset {preset_name!r}: choose from {', '.join(PRESETS)}")
@@ -185,6 +193,8 @@ def run_pipeline(preset_name: str, out_dir: str | Path, *, data: str | Path | No
     results = {"preset": preset_name, "data": str(data_path), "layout": layout,
                "configs": {n: c.to_dict() for n, c in configs.items()}, "probes": probes, "abx": abx,
                "decoders": decoders, "analysis": analyses, "timings": stages.summary()}
+    if runtime is not None:
+        results["timings"]["runtime"] = runtime.describe()
     atomic_write_json(out / "results.json", results)
     report = build_pipeline_report(out, results, runs)
     log(f"report: {report}  ({time.time() - t_start:.0f}s this call)")
@@ -280,7 +290,6 @@ def register(subparsers: Any) -> None:
 
 
 def _cmd_run(args: Any) -> int:
-    settings = getattr(args, "runtime", None)
     run_pipeline(args.preset, args.out, data=args.data, overrides=args.overrides,
-                 rebalance=settings.rebalance if settings is not None else None)
+                 runtime=getattr(args, "runtime", None))
     return 0

@@ -186,7 +186,14 @@ def _stage_times_section(timings: dict[str, Any]) -> Section:
     rows = [[name, f"{rec.get('seconds', 0.0):.1f}", fmt(rec.get("peak_rss_mb", "–")),
              "earlier call" if rec.get("skipped") else "this call"] for name, rec in timings["stages"].items()]
     rows.append(["total", f"{timings.get('seconds_total', 0.0):.1f}", fmt(timings.get("peak_rss_mb", "–")), ""])
-    return Section("Stage times", [table(["stage", "seconds", "peak memory (MB)", "ran in"], rows)],
+    parts = [table(["stage", "seconds", "peak memory (MB)", "ran in"], rows)]
+    runtime = timings.get("runtime") or {}
+    lines = list(runtime.get("notes") or [])
+    lines += [f"threads {c.get('before')} -> {c.get('threads')} (other jobs kept {c.get('others_busy_cores')} cores "
+              f"busy)" for c in runtime.get("thread_changes") or []]
+    if lines:  # how this machine was set up for the last call: explains a slow table on a busy machine
+        parts.append("<p>Threading and memory settings of the last call: " + "; ".join(esc(x) for x in lines) + "</p>")
+    return Section("Stage times", parts,
                    note="Wall time of each stage and the resident-memory high-water mark of the process during it.")
 
 

@@ -15,16 +15,16 @@ Two settings, both skipped entirely with ``SMOOTH_INFOMAX_THREADS=off`` (or ``--
   ``import smooth_infomax`` does it (:func:`apply_env_defaults`, no torch import), and so does the command
   line before it imports any command module.
 * torch's intra-op threads matched to the cores other jobs leave free, among those this process may run on
-  (``os.sched_getaffinity``: a ``taskset``, cpuset or scheduler limit counts, the machine's core count does
-  not). ``auto`` (the default) measures the other jobs' use of those cores at start-up (the same 50 ms
-  measurement) and uses the rest, at least 1 (:func:`threads_for`); a long command (the pipeline between its
-  stages, training after every epoch) re-checks with a :class:`ThreadBalancer`, so threads come back when the
-  other job ends and go when one starts. Measured on 2 cores beside a 2-thread matmul process, the whole quick
-  main job took 1.80x its idle time with 1 thread and 2.35x with 2 (the threads of one parallel region wait for
-  each other, and one of them is always descheduled). ``SMOOTH_INFOMAX_THREADS=all`` uses every usable core
-  whatever the load; ``free`` is ``auto`` (an older name); ``=N`` (or ``--threads N``) fixes N; a user-set
-  ``OMP_NUM_THREADS`` is respected (and not re-balanced). Applied by :func:`configure` (the command line calls
-  it; call it yourself from Python, before your work starts).
+  (``os.sched_getaffinity``: a ``taskset``, cpuset or scheduler limit counts, and so does a cgroup CPU quota such
+  as ``docker --cpus``; the machine's core count does not). ``auto`` (the default) measures the other jobs' use of
+  those cores at start-up (the same 50 ms measurement) and uses the rest, at least 1 (:func:`threads_for`); a long
+  command (the pipeline between its stages, training after every epoch) re-checks with a :class:`ThreadBalancer`,
+  so threads come back when the other job ends and go when one starts. Measured on 2 cores beside a 2-thread
+  matmul process, the whole quick main job took 1.80x its idle time with 1 thread and 2.35x with 2 (the threads of
+  one parallel region wait for each other, and one of them is always descheduled). ``SMOOTH_INFOMAX_THREADS=all``
+  uses every usable core whatever the load; ``free`` is ``auto`` (an older name); ``=N`` (or ``--threads N``)
+  fixes N; a user-set ``OMP_NUM_THREADS`` is respected (and not re-balanced). Applied by :func:`configure` (the
+  command line calls it; call it yourself from Python, before your work starts).
 
 Nothing here imports torch: if torch is already loaded, :func:`configure` calls ``torch.set_num_threads``;
 otherwise it sets ``OMP_NUM_THREADS`` for the torch this process will load (and its child processes), only
@@ -39,6 +39,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping, MutableMapping, Optional, Sequence
 
 from .errors import UserError
@@ -67,6 +68,12 @@ class RuntimeSettings:
         if self.balancer is not None:
             self.balancer.update()
 
+    def describe(self) -> dict[str, Any]:
+        """For results files: the mode, threads at start, wait policy, the notes and every re-balancing since."""
+        return {"mode": self.mode, "threads": self.threads, "wait_policy": self.wait_policy,
+                "notes": list(self.notes),
+                "thread_changes": list(self.balancer.changes) if self.balancer is not None else []}
+
 
 def parse_setting(value: Optional[str], source: str = ENV_VAR) -> tuple[str, Optional[int]]:
     """``None``/``''``/``auto``/``free`` -> ("auto", None); ``all`` -> ("all", None); ``off`` -> ("off", None);
@@ -87,11 +94,58 @@ def parse_setting(value: Optional[str], source: str = ENV_VAR) -> tuple[str, Opt
     return "fixed", n
 
 
+def parse_cpu_quota(quota: str, period: Optional[str] = None) -> Optional[float]:
+    """Cores a cgroup CPU limit allows (pure): cgroup v2 ``cpu.max`` text ("200000 100000", "max 100000"), or
+    cgroup v1 ``cpu.cfs_quota_us`` with ``period`` (``cpu.cfs_period_us``; a quota of -1 is no limit).
+    None: no limit, or text it cannot read."""
+    parts = quota.split()
+    if period is None and len(parts) == 2:
+        quota_text, period_text = parts
+    elif period is not None and len(parts) == 1:
+        quota_text, period_text = parts[0], period.strip()
+    else:
+        return None
+    try:
+        q, per = int(quota_text), int(period_text)
+    except ValueError:  # "max": no limit
+        return None
+    return q / per if q > 0 and per > 0 else None
+
+
+def _cgroup_cpu_limit() -> Optional[float]:
+    """Cores this process's cgroup may use (``docker --cpus``, Kubernetes limits); None where unlimited/unknown."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        rel = path.strip().lstrip("/")
+        if controllers == "":  # cgroup v2
+            for base in (Path("/sys/fs/cgroup") / rel, Path("/sys/fs/cgroup")):
+                try:
+                    return parse_cpu_quota((base / "cpu.max").read_text())
+                except OSError:
+                    continue
+        elif "cpu" in controllers.split(","):  # cgroup v1
+            for mount in ("cpu", "cpu,cpuacct", "cpuacct,cpu"):
+                for base in (Path("/sys/fs/cgroup") / mount / rel, Path("/sys/fs/cgroup") / mount):
+                    try:
+                        return parse_cpu_quota((base / "cpu.cfs_quota_us").read_text(),
+                                               (base / "cpu.cfs_period_us").read_text())
+                    except OSError:
+                        continue
+    return None
+
+
 def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity), at least 1."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
+    """Cores this process may run on, at least 1: its CPU affinity (``taskset``, cpusets), capped by a cgroup CPU
+    quota rounded up (``docker --cpus=2`` on a 16-core machine: 2)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    limit = _cgroup_cpu_limit()
+    if limit is not None:
+        n = min(n, math.ceil(limit - 1e-9))
+    return max(1, n)
 
 
 def threads_for(usable: int, others: Optional[float]) -> int:
@@ -382,5 +436,6 @@ def threads_option(argv: Sequence[str]) -> Optional[str]:
 
 
 __all__ = ["ENV_VAR", "MALLOC_ENV_VAR", "RuntimeSettings", "ThreadBalancer", "ThreadsError", "allocator_defaults",
-           "apply_env_defaults", "choose_threads", "configure", "cpu_busy_cores", "parse_setting", "release_memory",
-           "setting_is_off", "threads_for", "threads_option", "usable_cores", "wait_policy_default"]
+           "apply_env_defaults", "choose_threads", "configure", "cpu_busy_cores", "parse_cpu_quota", "parse_setting",
+           "release_memory", "setting_is_off", "threads_for", "threads_option", "usable_cores",
+           "wait_policy_default"]
