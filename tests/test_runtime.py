@@ -238,3 +238,13 @@ def test_allocator_defaults_keep_freed_memory_unless_the_user_chose():
     for user in ({"MALLOC_MMAP_MAX_": "65536"}, {"MALLOC_TRIM_THRESHOLD_": "1"}, {"SMOOTH_INFOMAX_MALLOC": "off"},
                  {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1"}, {"LD_PRELOAD": "/nonexistent/libjemalloc.so"}):
         assert _allocator_note(**user)[0] == "None", user
+
+
+def test_the_run_command_hands_the_settings_to_the_pipeline(monkeypatch, tmp_path):
+    from smooth_infomax import pipeline
+    from smooth_infomax.cli import main
+
+    seen = {}
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda *args, **kwargs: seen.update(kwargs))
+    assert main(["--threads", "off", "run", "--out", str(tmp_path)]) == 0
+    assert isinstance(seen["runtime"], runtime.RuntimeSettings) and seen["runtime"].mode == "off"
