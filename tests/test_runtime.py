@@ -18,6 +18,11 @@ from smooth_infomax.runtime import (
 )
 
 
+def _visible(env):
+    """The environment without the package's own bookkeeping variable (runtime.CHOSEN_VAR)."""
+    return {k: v for k, v in env.items() if k != runtime.CHOSEN_VAR}
+
+
 class FakeTorch:
     def __init__(self):
         self.threads = None
@@ -133,10 +138,10 @@ def test_rebalance_is_a_callback_and_a_no_op_without_balancer():
 def test_wait_policy_depends_on_the_load_and_respects_the_user():
     env = {}
     assert runtime.apply_env_defaults(env, busy_cores=1.5) == {"OMP_WAIT_POLICY": "PASSIVE"}
-    assert env == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert _visible(env) == {"OMP_WAIT_POLICY": "PASSIVE"}
     env = {}
     assert runtime.apply_env_defaults(env, busy_cores=0.1) == {"GOMP_SPINCOUNT": runtime.SPIN_COUNT}
-    assert env == {"GOMP_SPINCOUNT": runtime.SPIN_COUNT}
+    assert _visible(env) == {"GOMP_SPINCOUNT": runtime.SPIN_COUNT}
     for user in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "5"}, {"SMOOTH_INFOMAX_THREADS": "off"}):
         env = dict(user)
         assert runtime.apply_env_defaults(env, busy_cores=2.0) == {} and env == user
@@ -182,14 +187,36 @@ def test_configure_before_torch_sets_the_variable_only_to_change_the_default(mon
     monkeypatch.setattr(runtime, "cpu_busy_cores", lambda interval=0.05: 0.1)
     env = {}
     decided = runtime.configure(None, environ=env)
-    assert env == {"GOMP_SPINCOUNT": runtime.SPIN_COUNT}  # 2 free cores: torch's own default, nothing to set
+    assert _visible(env) == {"GOMP_SPINCOUNT": runtime.SPIN_COUNT}  # 2 free cores: torch's own default, nothing to set
     assert decided.threads == 2 and isinstance(decided.balancer, ThreadBalancer)
     monkeypatch.setattr(runtime, "cpu_busy_cores", lambda interval=0.05: 2.0)
     env = {}
     decided = runtime.configure(None, environ=env)
-    assert decided.threads == 1 and env == {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
+    assert decided.threads == 1 and _visible(env) == {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
     env = {}
-    assert runtime.configure("all", environ=env).threads == 2 and env == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert runtime.configure("all", environ=env).threads == 2 and _visible(env) == {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def test_a_parent_processs_own_choices_are_decided_again_but_the_users_are_kept(monkeypatch):
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 2)
+    monkeypatch.setattr(runtime.sys, "modules", {k: v for k, v in sys.modules.items() if k != "torch"})
+    monkeypatch.setattr(runtime, "cpu_busy_cores", lambda interval=0.05: 2.0)
+    env = {}
+    runtime.configure(None, environ=env)  # a busy machine: PASSIVE and 1 thread, remembered as our own
+    assert env["OMP_NUM_THREADS"] == "1" and env[runtime.CHOSEN_VAR].split()[0] == str(os.getpid())
+    child = dict(env, **{runtime.CHOSEN_VAR: env[runtime.CHOSEN_VAR].replace(str(os.getpid()), "1", 1)})
+    monkeypatch.setattr(runtime, "cpu_busy_cores", lambda interval=0.05: 0.0)  # the child starts on a quiet one
+    decided = runtime.configure(None, environ=child)
+    assert decided.threads == 2 and decided.mode == "auto" and decided.balancer is not None
+    assert _visible(child) == {"GOMP_SPINCOUNT": runtime.SPIN_COUNT}
+    # the same variables set by the user (no marker, or a marker that no longer matches) are kept
+    user = {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", runtime.CHOSEN_VAR: "1 OMP_NUM_THREADS=3"}
+    decided = runtime.configure(None, environ=user)
+    assert decided.threads == 1 and decided.mode == "fixed" and user["OMP_WAIT_POLICY"] == "PASSIVE"
+    same = dict(env)  # this process's own marker: the wait policy stands, the threads are its own to re-decide
+    decided = runtime.configure(None, environ=same)
+    assert decided.mode == "auto" and decided.threads == 2 and same["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert "OMP_NUM_THREADS" not in same  # torch, loaded later, takes its own default: every usable core
 
 
 def test_threads_option_reads_only_the_global_flag():

@@ -221,6 +221,34 @@ def wait_policy_default(environ: Mapping[str, str], busy_cores: Optional[float])
     return {"GOMP_SPINCOUNT": SPIN_COUNT}
 
 
+CHOSEN_VAR = "SMOOTH_INFOMAX_CHOSEN"  # "PID KEY=VALUE ...": variables a smooth-infomax process set for itself
+
+
+def forget_inherited_choices(environ: MutableMapping[str, str]) -> None:
+    """Remove the variables a *parent* smooth-infomax process chose for itself (they are in ``CHOSEN_VAR`` with
+    the parent's pid and still hold its value), so that this process decides them again instead of taking them
+    for the user's settings; the user's own values are never touched."""
+    mark = environ.get(CHOSEN_VAR, "").split()
+    if not mark or mark[0] == str(os.getpid()):
+        return
+    for item in mark[1:]:
+        key, _, value = item.partition("=")
+        if environ.get(key) == value:
+            del environ[key]
+    del environ[CHOSEN_VAR]
+
+
+def _set_chosen(environ: MutableMapping[str, str], values: Mapping[str, str]) -> None:
+    """Set ``values`` and remember them (with this pid) as this process's own choice."""
+    mark = environ.get(CHOSEN_VAR, "").split()
+    if not mark or mark[0] != str(os.getpid()):
+        mark = [str(os.getpid())]
+    for key, value in values.items():
+        environ[key] = value
+        mark = [m for m in mark if not m.startswith(key + "=")] + [f"{key}={value}"]
+    environ[CHOSEN_VAR] = " ".join(mark)
+
+
 def apply_env_defaults(environ: Optional[MutableMapping[str, str]] = None,
                        busy_cores: Optional[float] = None) -> dict[str, str]:
     """Set the OpenMP wait variables of :func:`wait_policy_default` in ``environ`` (default ``os.environ``);
@@ -229,10 +257,11 @@ def apply_env_defaults(environ: Optional[MutableMapping[str, str]] = None,
     Returns the variables set. Has an effect on torch only if torch is not loaded yet.
     """
     env = os.environ if environ is None else environ
+    forget_inherited_choices(env)
     if not wait_policy_default(env, 0.0):
         return {}
     values = wait_policy_default(env, cpu_busy_cores() if busy_cores is None else busy_cores)
-    env.update(values)
+    _set_chosen(env, values)
     return values
 
 
@@ -342,10 +371,14 @@ def configure(threads: Optional[str] = None, environ: Optional[MutableMapping[st
     ``OMP_NUM_THREADS`` is set instead, so that the torch loaded later starts with that many threads).
     """
     env = os.environ if environ is None else environ
+    forget_inherited_choices(env)  # a parent smooth-infomax process's choices are not the user's settings
     if setting_is_off(threads, env):
         return choose_threads(threads, env, usable_cores(), None)
     busy = cpu_busy_cores()
-    decided = choose_threads(threads, env, usable_cores(), busy)
+    mark = env.get(CHOSEN_VAR, "").split()  # this process's own earlier choice of OMP_NUM_THREADS is not the user's
+    own = f"OMP_NUM_THREADS={env.get('OMP_NUM_THREADS')}" in mark[1:]
+    view = {k: v for k, v in env.items() if not (own and k == "OMP_NUM_THREADS")}
+    decided = choose_threads(threads, view, usable_cores(), busy)
     torch = torch_module if torch_module is not None else sys.modules.get("torch")
     values = apply_env_defaults(env, busy_cores=busy)
     decided.wait_policy = env.get("OMP_WAIT_POLICY") or (f"spin {env['GOMP_SPINCOUNT']}"
@@ -355,9 +388,12 @@ def configure(threads: Optional[str] = None, environ: Optional[MutableMapping[st
     if decided.threads is not None:
         if torch is not None:
             torch.set_num_threads(decided.threads)  # type: ignore[attr-defined]
-        elif not env.get("OMP_NUM_THREADS") and (decided.mode == "fixed" or decided.threads < usable_cores()):
-            # torch's own default is one thread per usable core: set the variable only to change that
-            env["OMP_NUM_THREADS"] = str(decided.threads)
+        else:
+            if own:  # this process's own earlier choice: replaced below where still needed
+                del env["OMP_NUM_THREADS"]
+            if not env.get("OMP_NUM_THREADS") and (decided.mode == "fixed" or decided.threads < usable_cores()):
+                # torch's own default is one thread per usable core: set the variable only to change that
+                _set_chosen(env, {"OMP_NUM_THREADS": str(decided.threads)})
     if decided.mode == "auto" and decided.threads is not None:
         decided.balancer = ThreadBalancer(usable_cores(), decided.threads, log=log, torch_module=torch_module)
     return decided
@@ -435,7 +471,7 @@ def threads_option(argv: Sequence[str]) -> Optional[str]:
     return None
 
 
-__all__ = ["ENV_VAR", "MALLOC_ENV_VAR", "RuntimeSettings", "ThreadBalancer", "ThreadsError", "allocator_defaults",
-           "apply_env_defaults", "choose_threads", "configure", "cpu_busy_cores", "parse_cpu_quota", "parse_setting",
-           "release_memory", "setting_is_off", "threads_for", "threads_option", "usable_cores",
-           "wait_policy_default"]
+__all__ = ["CHOSEN_VAR", "ENV_VAR", "MALLOC_ENV_VAR", "RuntimeSettings", "ThreadBalancer", "ThreadsError",
+           "allocator_defaults", "apply_env_defaults", "choose_threads", "configure", "cpu_busy_cores",
+           "forget_inherited_choices", "parse_cpu_quota", "parse_setting", "release_memory", "setting_is_off",
+           "threads_for", "threads_option", "usable_cores", "wait_policy_default"]
