@@ -232,9 +232,18 @@ def _conv_layers(scale: str, batch: int) -> list[dict[str, Any]]:
 def worker_conv(spec: dict[str, Any], device: Any) -> dict[str, Any]:
     """Forward + backward of every conv layer of the paper-scale encoder (as in training: no input gradient for a
     module's first layer, whose input is detached) interleaved with the GEMM; the rate of each layer (MAC/s)
-    over the GEMM rate. The waveform layer is also timed as a plain ``F.conv1d`` (``plain_seconds``)."""
+    over the GEMM rate. The waveform layer is also timed as a plain ``F.conv1d`` (``plain_seconds``).
+
+    Memory side: ``min_bytes`` is the least traffic of the layer's forward + backward in float32 (read the input,
+    write the output; read the output gradient and the input again for the weight gradient; write the input
+    gradient where it is needed), and ``bandwidth_vs_copy`` its rate over a 256 MiB ``copy_`` (read + write)
+    interleaved with the rest: a layer near 1 there is bound by memory traffic, not arithmetic, and cannot reach
+    the GEMM rate whatever its formulation (the waveform layer: 10 multiply-accumulates per output value)."""
 
     gemm, gemm_macs = gemm_fn(device)
+    src = torch.randn(64 * 2**20, device=device)
+    dst = torch.empty_like(src)
+    copy_bytes = 2 * src.numel() * 4
     fns: dict[str, Callable[[], None]] = {}
     info: dict[str, dict[str, Any]] = {}
     g = torch.Generator().manual_seed(0)
@@ -253,8 +262,11 @@ def worker_conv(spec: dict[str, Any], device: Any) -> dict[str, Any]:
             layer(x).backward(grad)
 
         fns[item["name"]] = run
+        n_in, n_out = x.numel(), y0.numel()
+        min_bytes = 4 * (2 * n_in + 2 * n_out + (0 if item["first"] else n_in))
         info[item["name"]] = {"input_shape": list(item["shape"]), "kernel": k, "stride": layer.stride[0],
-                              "out_channels": c_out, "macs": macs, "class": type(layer).__name__}
+                              "out_channels": c_out, "macs": macs, "min_bytes": min_bytes,
+                              "class": type(layer).__name__}
         if item["shape"][1] == 1:
             def plain(layer: Any = layer, x: Any = x, grad: Any = grad) -> None:
                 layer.zero_grad(set_to_none=True)
@@ -262,18 +274,21 @@ def worker_conv(spec: dict[str, Any], device: Any) -> dict[str, Any]:
 
             fns[item["name"] + "/plain_conv1d"] = plain
     fns["gemm"] = gemm
+    fns["copy"] = lambda: dst.copy_(src)
     for fn in fns.values():
         fn()
     times = _interleave(fns, spec["reps"], device)
     med = {k: _median(v) for k, v in times.items()}
     rate = gemm_macs / med["gemm"]
+    bandwidth = copy_bytes / med["copy"]
     layers = []
     for name, row in info.items():
         row = {"name": name, **row, "seconds": med[name], "gmac_per_second": row["macs"] / med[name] / 1e9,
-               "rate_vs_gemm": row["macs"] / med[name] / rate}
+               "rate_vs_gemm": row["macs"] / med[name] / rate,
+               "bandwidth_vs_copy": row["min_bytes"] / med[name] / bandwidth}
         if name + "/plain_conv1d" in med:
             row["plain_conv1d_seconds"] = med[name + "/plain_conv1d"]
             row["speedup_vs_plain_conv1d"] = med[name + "/plain_conv1d"] / med[name]
         layers.append(row)
-    return {"scale": spec["scale"], "batch": spec["batch"], "gemm_gmac_per_second": rate / 1e9, "layers": layers,
-            "times": times}
+    return {"scale": spec["scale"], "batch": spec["batch"], "gemm_gmac_per_second": rate / 1e9,
+            "copy_gb_per_second": bandwidth / 1e9, "layers": layers, "times": times}

@@ -23,7 +23,8 @@ do not. Sections (``--sections``, comma-separated):
   batch 8 and 64, 10240-sample crops. Keys ``train_step_ratio_vs_floor`` (paper, batch 8 and 64),
   ``train_step_ratio_vs_stack``, ``paper_b64_step_peak_mb``.
 * ``conv``: forward + backward of every conv layer of the paper-scale encoder against the same GEMM, batch 8
-  and 64: ``rate_vs_gemm`` per layer (the waveform layer also against a plain ``F.conv1d``).
+  and 64: ``rate_vs_gemm`` per layer (the waveform layer also against a plain ``F.conv1d``) and
+  ``bandwidth_vs_copy``, its least memory traffic per second over a 256 MiB copy's (key ``conv_bandwidth_vs_copy``).
 * ``infonce``: InfoNCE forward + backward per implementation against the per-step loop on identical draws.
   Key ``infonce_speedup_vs_loop``.
 * ``data``: items/s of the artificial speech words loader against training items/s. Key ``data_rate_ratio``.
@@ -293,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
         report["conv_rate_vs_gemm"] = {f"{r['scale']}/b{r['batch']}": {layer["name"]: round(layer["rate_vs_gemm"], 3)
                                                                         for layer in r["layers"]}
                                        for r in report["conv"] if "layers" in r}
+        report["conv_bandwidth_vs_copy"] = {f"{r['scale']}/b{r['batch']}": {
+            layer["name"]: round(layer["bandwidth_vs_copy"], 3) for layer in r["layers"]}
+            for r in report["conv"] if "layers" in r and all("bandwidth_vs_copy" in x for x in r["layers"])}
 
     save(report, out)
 
@@ -388,7 +392,8 @@ TARGETS = {"main_job_seconds": "<= 300 (idle machine)", "main_job_shared_cpu_rat
            "pretraining_beats_random_init": "true", "infonce_speedup_vs_loop": ">= 3", "data_rate_ratio": ">= 5"}
 SUMMARY_KEYS = ["main_job_seconds", "main_job_shared_cpu_ratio", "probe_stage_seconds_max",
                 "pretraining_beats_random_init", "pretraining_min_margin_points", "train_step_ratio_vs_floor",
-                "gemm_gmac_per_second", "paper_b64_step_peak_mb", "conv_rate_vs_gemm", "train_step_ratio_vs_stack",
+                "gemm_gmac_per_second", "paper_b64_step_peak_mb", "conv_rate_vs_gemm", "conv_bandwidth_vs_copy",
+                "train_step_ratio_vs_stack",
                 "infonce_speedup_vs_loop", "infonce_speedup_vs_loop_beyond_predictor",
                 "infonce_speedup_vs_loop_thesis", "infonce_share_of_step", "data_rate_ratio", "data_rate_ratio_cached",
                 "ics_speedup_vs_naive"]
