@@ -165,7 +165,7 @@ _WAIT_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 def _cpu_times(cpus: Optional[set[int]]) -> Optional[tuple[float, float]]:
     """(busy, total) jiffies of the given CPUs from /proc/stat (None where unreadable)."""
     try:
-        lines = open("/proc/stat", encoding="ascii").read().splitlines()
+        lines = Path("/proc/stat").read_text(encoding="ascii").splitlines()
     except OSError:
         return None
     busy = total = 0.0
