@@ -34,6 +34,7 @@ where the count differs from torch's own default (one thread per usable core).
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 import os
 import sys
@@ -189,6 +190,15 @@ def _own_cpu_seconds() -> float:
     return t.user + t.system
 
 
+def _busy_between(first: Optional[tuple[float, float]], second: Optional[tuple[float, float]],
+                  n_cpus: int) -> Optional[float]:
+    """Cores (of ``n_cpus``) busy between two :func:`_cpu_times` readings; None when either is missing or no
+    time passed."""
+    if first is None or second is None or second[1] <= first[1]:
+        return None
+    return n_cpus * (second[0] - first[0]) / (second[1] - first[1])
+
+
 def cpu_busy_cores(interval: float = 0.05) -> Optional[float]:
     """Cores of this process's affinity kept busy by other processes over ``interval`` seconds (this process
     sleeps meanwhile); None where /proc/stat is unavailable."""
@@ -197,24 +207,14 @@ def cpu_busy_cores(interval: float = 0.05) -> Optional[float]:
     if first is None:
         return None
     time.sleep(interval)
-    second = _cpu_times(cpus)
-    if second is None or second[1] <= first[1]:
-        return None
-    n = len(cpus) if cpus else (os.cpu_count() or 1)
-    return n * (second[0] - first[0]) / (second[1] - first[1])
+    return _busy_between(first, _cpu_times(cpus), len(cpus) if cpus else (os.cpu_count() or 1))
 
 
 def wait_policy_default(environ: Mapping[str, str], busy_cores: Optional[float]) -> dict[str, str]:
     """The OpenMP wait variables to set (pure): ``{}`` when the user set one of them or opted out,
     ``{"OMP_WAIT_POLICY": "PASSIVE"}`` when other jobs keep >= :data:`BUSY_THRESHOLD` cores busy, else
     ``{"GOMP_SPINCOUNT": SPIN_COUNT}`` (``busy_cores`` None: unknown, treated as quiet)."""
-    if any(environ.get(k) for k in _WAIT_VARS):
-        return {}
-    try:
-        mode, _ = parse_setting(environ.get(ENV_VAR))
-    except ThreadsError:
-        mode = "auto"  # the bad value is reported by configure()
-    if mode == "off":
+    if any(environ.get(k) for k in _WAIT_VARS) or setting_is_off(None, environ):  # a bad value: configure()
         return {}
     if busy_cores is not None and busy_cores >= BUSY_THRESHOLD:
         return {"OMP_WAIT_POLICY": "PASSIVE"}
@@ -307,11 +307,10 @@ class ThreadBalancer:
         t0, stat0, own0 = self._last
         self._last = now = self._sample()
         t1, stat1, own1 = now
-        if stat0 is None or stat1 is None or stat1[1] <= stat0[1] or t1 <= t0:
+        busy_cores = _busy_between(stat0, stat1, self._n_cpus)
+        if busy_cores is None or t1 <= t0:
             return None
-        busy_cores = self._n_cpus * (stat1[0] - stat0[0]) / (stat1[1] - stat0[1])
-        own_cores = (own1 - own0) / (t1 - t0)
-        return max(0.0, busy_cores - own_cores)
+        return max(0.0, busy_cores - (own1 - own0) / (t1 - t0))
 
     def update(self) -> int:
         """Look again (if ``min_interval`` has passed) and set the thread count; returns the count in use."""
@@ -372,13 +371,14 @@ def configure(threads: Optional[str] = None, environ: Optional[MutableMapping[st
     """
     env = os.environ if environ is None else environ
     forget_inherited_choices(env)  # a parent smooth-infomax process's choices are not the user's settings
+    usable = usable_cores()
     if setting_is_off(threads, env):
-        return choose_threads(threads, env, usable_cores(), None)
+        return choose_threads(threads, env, usable, None)
     busy = cpu_busy_cores()
     mark = env.get(CHOSEN_VAR, "").split()  # this process's own earlier choice of OMP_NUM_THREADS is not the user's
     own = f"OMP_NUM_THREADS={env.get('OMP_NUM_THREADS')}" in mark[1:]
     view = {k: v for k, v in env.items() if not (own and k == "OMP_NUM_THREADS")}
-    decided = choose_threads(threads, view, usable_cores(), busy)
+    decided = choose_threads(threads, view, usable, busy)
     torch = torch_module if torch_module is not None else sys.modules.get("torch")
     values = apply_env_defaults(env, busy_cores=busy)
     decided.wait_policy = env.get("OMP_WAIT_POLICY") or (f"spin {env['GOMP_SPINCOUNT']}"
@@ -391,11 +391,11 @@ def configure(threads: Optional[str] = None, environ: Optional[MutableMapping[st
         else:
             if own:  # this process's own earlier choice: replaced below where still needed
                 del env["OMP_NUM_THREADS"]
-            if not env.get("OMP_NUM_THREADS") and (decided.mode == "fixed" or decided.threads < usable_cores()):
+            if not env.get("OMP_NUM_THREADS") and (decided.mode == "fixed" or decided.threads < usable):
                 # torch's own default is one thread per usable core: set the variable only to change that
                 _set_chosen(env, {"OMP_NUM_THREADS": str(decided.threads)})
     if decided.mode == "auto" and decided.threads is not None:
-        decided.balancer = ThreadBalancer(usable_cores(), decided.threads, log=log, torch_module=torch_module)
+        decided.balancer = ThreadBalancer(usable, decided.threads, log=log, torch_module=torch_module)
     return decided
 
 
@@ -413,6 +413,7 @@ _MALLOC_USER_VARS = ("MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
 
 
+@functools.cache
 def _glibc() -> Optional[ctypes.CDLL]:
     """The process's GNU C library (None elsewhere: macOS, Windows, musl)."""
     if not sys.platform.startswith("linux"):
