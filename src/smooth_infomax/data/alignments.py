@@ -167,19 +167,27 @@ def read_textgrid(path: str | Path, tier: str | None = None) -> tuple[list[Segme
     return segments, float(tg.maxTimestamp)
 
 
+def numbered_fields(path: Path, what: str, fix: str, *, missing_is_error: bool = False) -> list[tuple[int, list[str]]]:
+    """The whitespace-separated fields of every non-blank line of a UTF-8 text file, with its 1-based line number.
+
+    An unreadable file raises DatasetError ``"<what> <path> cannot be read (<reason>); <fix>"``; with
+    ``missing_is_error`` a missing file raises ``"<what> <path> does not exist"`` instead.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        if missing_is_error and isinstance(exc, FileNotFoundError):
+            raise DatasetError(f"{what} {path} does not exist") from None
+        raise DatasetError(f"{what} {path} cannot be read ({exc}); {fix}") from None
+    return [(n, parts) for n, line in enumerate(text.splitlines(), start=1) if (parts := line.split())]
+
+
 def read_ctm(path: str | Path) -> dict[str, list[Segment]]:
     """Segments per utterance of a CTM file (``<utt> <channel> <start> <duration> <phone> [<conf>]``)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DatasetError(f"CTM file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"CTM file {path} cannot be read ({exc}); fix the file") from None
     out: dict[str, list[Segment]] = {}
-    for n, line in enumerate(text.splitlines(), start=1):
-        parts = line.split()
-        if not parts or parts[0].startswith(";;"):
+    for n, parts in numbered_fields(path, "CTM file", "fix the file", missing_is_error=True):
+        if parts[0].startswith(";;"):
             continue
         if len(parts) < 5:
             raise DatasetError(f"CTM file {path} line {n}: expected '<utt> <channel> <start> <duration> <phone>'; "
@@ -364,14 +372,7 @@ def find_textgrids(root: Path, audio: Mapping[str, Path], relative: Mapping[str,
 def read_phone_names(path: Path) -> list[str]:
     """``phones.txt`` (``<id> <name>`` per line) as a list indexed by id (missing ids named by number)."""
     names: dict[int, str] = {}
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"phone names file {path} cannot be read ({exc}); restore it") from None
-    for n, line in enumerate(text.splitlines(), start=1):
-        parts = line.split()
-        if not parts:
-            continue
+    for n, parts in numbered_fields(path, "phone names file", "restore it"):
         if len(parts) < 2 or not parts[0].lstrip("-").isdigit():
             raise DatasetError(f"phone names file {path} line {n}: expected '<id> <name>'; fix the file")
         names[int(parts[0])] = parts[1]

@@ -43,6 +43,7 @@ from .alignments import (
     files_signature,
     find_textgrids,
     load_textgrids,
+    numbered_fields,
     read_phone_names,
 )
 from .folder import AudioDataset
@@ -106,15 +107,8 @@ def find_label_file(root: Path, name: str, subset: Path | None = None) -> Path |
 def read_split_file(path: Path) -> list[str]:
     """Utterance ids of a split file; raises DatasetError naming the file and line for a malformed id."""
     ids = []
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"split file {path} cannot be read ({exc}); restore it") from None
-    for n, line in enumerate(text.splitlines(), start=1):
-        token = line.strip()
-        if not token:
-            continue
-        token = token.split()[0]
+    for n, parts in numbered_fields(path, "split file", "restore it"):
+        token = parts[0]
         for suffix in (".flac", ".wav", ".ogg"):
             token = token.removesuffix(suffix)
         if not UTTERANCE_ID.match(token):
