@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -54,8 +55,13 @@ def seed_mean(values: list[float]) -> str:
     return f"{a.mean():.2f} ± {a.std():.2f} ({len(a)} encoder seeds)"
 
 
+def encoder_results(entry: dict, tag: str) -> dict:
+    """``{module: probe result}`` of the encoder in a run's probe entry ``tag`` (empty when absent)."""
+    return entry.get(tag, {}).get("results", {}).get("encoder", {})
+
+
 def probe_acc(entry: dict, tag: str, module: str) -> float | None:
-    res = entry.get(tag, {}).get("results", {}).get("encoder", {}).get(module)
+    res = encoder_results(entry, tag).get(module)
     return None if res is None else res["accuracy_mean"]
 
 
@@ -303,22 +309,26 @@ def sample_section(runs: dict) -> list[str]:
         for e in entries:
             if "syllable-mean-sample" not in e and "vowel-mean-sample" not in e:
                 continue
-            modules = e.get("syllable-mean", {}).get("results", {}).get("encoder", {})
-            for module in modules:
+            for module in encoder_results(e, "syllable-mean"):
                 cells = []
                 for tag in ("syllable-mean", "syllable-mean-sample", "vowel-mean", "vowel-mean-sample"):
-                    r = e.get(tag, {}).get("results", {}).get("encoder", {}).get(module)
+                    r = encoder_results(e, tag).get(module)
                     cells.append("–" if r is None else
                                  f"{100 * r['accuracy_mean']:.1f} ± {100 * r['accuracy_std']:.1f}")
                 rows.append(f"| {scheme} | {PAPER_NAMES.get(model, model)} (seed {e['seed']}) | {module} | "
                             + " | ".join(cells) + " |")
+    return _sample_table("### Probes on posterior samples, paper scale",
+                         "The same probes (paper protocol, 3 probe seeds) on the time-mean of posterior **samples** "
+                         "(one draw per frame, seeded), as the published values used, next to posterior means.",
+                         ("syllables, means %", "syllables, samples %", "vowels, means %", "vowels, samples %"), rows)
+
+
+def _sample_table(title: str, intro: str, columns: Sequence[str], rows: list[str]) -> list[str]:
+    """A sample section: title, intro, a ``| split | model | module | <columns> |`` table; nothing without rows."""
     if not rows:
         return []
-    return ["### Probes on posterior samples, paper scale", "",
-            "The same probes (paper protocol, 3 probe seeds) on the time-mean of posterior **samples** (one draw "
-            "per frame, seeded), as the published values used, next to posterior means.", "",
-            "| split | model | module | syllables, means % | syllables, samples % | vowels, means % | "
-            "vowels, samples % |", "|---|---|---|---|---|---|---|", *rows, ""]
+    header = "| split | model | module | " + " | ".join(columns) + " |"
+    return [title, "", intro, "", header, "|---|---|---|" + "---|" * len(columns), *rows, ""]
 
 
 def thesis_sample_section(runs: dict) -> list[str]:
@@ -331,13 +341,11 @@ def thesis_sample_section(runs: dict) -> list[str]:
         for module in ("module0", "module1"):
             cells = [seed_mean([v for e in entries if (v := probe_acc(e, tag, module)) is not None]) for tag in tags]
             rows.append(f"| {scheme} | {NAMES.get(model, model)} | {module} | " + " | ".join(cells) + " |")
-    if not rows:
-        return []
-    return ["### Probes on posterior samples, thesis scale", "",
-            "The thesis-protocol probes on posterior **samples** (one draw per frame, seeded; the thesis-era code "
-            "sampled) next to the same probes on posterior means.", "",
-            "| split | model | module | syllables, flattened, means % | syllables, flattened, samples % | "
-            "vowels, max-pool, means % | vowels, max-pool, samples % |", "|---|---|---|---|---|---|---|", *rows, ""]
+    return _sample_table("### Probes on posterior samples, thesis scale",
+                         "The thesis-protocol probes on posterior **samples** (one draw per frame, seeded; the "
+                         "thesis-era code sampled) next to the same probes on posterior means.",
+                         ("syllables, flattened, means %", "syllables, flattened, samples %",
+                          "vowels, max-pool, means %", "vowels, max-pool, samples %"), rows)
 
 
 def write_page(results: Path, out: Path, append: Path | None = None) -> str:
