@@ -8,6 +8,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+TINY_DATA = {"layout": "folder", "crop": 3200, "random_crop": False}
+TINY_LOSS = {"beta": 0.01, "prediction_steps": 3, "negatives": 4, "window": 64}
+TINY_TRAIN = {"batch_size": 4, "lr": 2e-3, "progress": False, "log_tensorboard": False}
+
 ARTIFICIAL_SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "artificial-speech"
 
 
@@ -106,3 +110,25 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+def tiny_folder_config(data: Path, *, seed: int, kind: str = "gim", data_extra: dict | None = None,
+                       loss: dict | None = None, train: dict | None = None):
+    """A paper-preset model at 8 channels on a folder of WAV files (the training tests' corpus): ``TINY_*``
+    settings, each section updated by the given dict."""
+    from smooth_infomax.config import load_config
+
+    return load_config({
+        "seed": seed,
+        "data": {"path": str(data), **TINY_DATA, **(data_extra or {})},
+        "model": {"preset": "paper", "kind": kind, "channels": 8, "gru_hidden": 8},
+        "loss": {**TINY_LOSS, **(loss or {})},
+        "train": {**TINY_TRAIN, **(train or {})},
+    })
+
+
+def encoder_weights(run: Path) -> dict:
+    """A copy of the state dict of the encoder a training run saved."""
+    from smooth_infomax.runs import load_encoder
+
+    return {k: v.clone() for k, v in load_encoder(run).state_dict().items()}

@@ -13,11 +13,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from conftest import write_vibrato_tones
-from smooth_infomax.config import load_config, save_config
+from conftest import encoder_weights, tiny_folder_config, write_vibrato_tones
+from smooth_infomax.config import save_config
 from smooth_infomax.data.records import collate
 from smooth_infomax.errors import ConfigError
-from smooth_infomax.runs import load_encoder as load
 from smooth_infomax.runs import open_training_data
 from smooth_infomax.training import distributed as D
 from smooth_infomax.training import seed_everything, train
@@ -33,17 +32,10 @@ def audio_dir(tmp_path_factory):
 
 
 def tiny(data, kind="gim", **train):
-    return load_config({
-        "seed": 11,
-        "data": {"path": str(data), "layout": "folder", "crop": 3200, "random_crop": False},
-        "model": {"preset": "paper", "kind": kind, "channels": 8, "gru_hidden": 8},
-        "loss": {"beta": 0.01, "prediction_steps": 3, "negatives": 4, "window": 64},
-        "train": {"epochs": 2, "batch_size": 4, "lr": 2e-3, "progress": False, "log_tensorboard": False, **train},
-    })
+    return tiny_folder_config(data, seed=11, kind=kind, train={"epochs": 2, **train})
 
 
-def weights(run):
-    return {k: v.clone() for k, v in load(run).state_dict().items()}
+weights = encoder_weights
 
 
 def _free_port():

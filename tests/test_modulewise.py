@@ -6,9 +6,8 @@ import csv
 import pytest
 import torch
 
-from conftest import write_vibrato_tones
+from conftest import encoder_weights, tiny_folder_config, write_vibrato_tones
 from smooth_infomax.cli import main
-from smooth_infomax.config import load_config
 from smooth_infomax.errors import ConfigError
 from smooth_infomax.runs import load_encoder as load
 from smooth_infomax.training import ActivationCache, choose_storage, train, train_modulewise
@@ -22,18 +21,10 @@ def audio_dir(tmp_path_factory):
 
 
 def tiny(data, kind="gim", **train):
-    return load_config({
-        "seed": 5,
-        "data": {"path": str(data), "layout": "folder", "crop": 3200, "random_crop": False},
-        "model": {"preset": "paper", "kind": kind, "channels": 8, "gru_hidden": 8},
-        "loss": {"beta": 0.01, "prediction_steps": 3, "negatives": 4, "window": 64},
-        "train": {"epochs": 2, "batch_size": 4, "lr": 2e-3, "progress": False, "log_tensorboard": False,
-                  "schedule": "sequential", **train},
-    })
+    return tiny_folder_config(data, seed=5, kind=kind, train={"epochs": 2, "schedule": "sequential", **train})
 
 
-def weights(run):
-    return {k: v.clone() for k, v in load(run).state_dict().items()}
+weights = encoder_weights
 
 
 def rows(run):

@@ -6,9 +6,8 @@ import math
 import pytest
 import torch
 
-from conftest import write_vibrato_tones
+from conftest import encoder_weights, tiny_folder_config, write_vibrato_tones
 from smooth_infomax.cli import main
-from smooth_infomax.config import load_config
 from smooth_infomax.errors import TrainingDiverged, UserError
 from smooth_infomax.runs import load_encoder as load
 from smooth_infomax.training import train
@@ -22,17 +21,11 @@ def audio_dir(tmp_path_factory):
 
 
 def tiny_config(data, **train):
-    return load_config({
-        "seed": 3,
-        "data": {"path": str(data), "layout": "folder", "crop": 3200, "random_crop": True},
-        "model": {"preset": "paper", "kind": "sim", "channels": 8, "gru_hidden": 8},
-        "loss": {"beta": 0.01, "prediction_steps": 4, "negatives": 5, "window": 64},
-        "train": {"epochs": 3, "batch_size": 4, "lr": 1e-3, "progress": False, "log_tensorboard": False, **train},
-    })
+    return tiny_folder_config(data, seed=3, kind="sim", data_extra={"random_crop": True},
+                              loss={"prediction_steps": 4, "negatives": 5}, train={"epochs": 3, "lr": 1e-3, **train})
 
 
-def weights(run):
-    return {k: v.clone() for k, v in load(run).state_dict().items()}
+weights = encoder_weights
 
 
 def test_train_writes_run_dir_and_metrics(tmp_path, audio_dir):

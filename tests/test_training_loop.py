@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_vibrato_tones
-from smooth_infomax.config import load_config, save_config
+from conftest import encoder_weights, tiny_folder_config, write_vibrato_tones
+from smooth_infomax.config import save_config
 from smooth_infomax.errors import TrainingDiverged, UserError
 from smooth_infomax.model.sim import ModuleLoss
-from smooth_infomax.runs import load_encoder
 from smooth_infomax.training import EpochStats, module_plan, train, train_modulewise
 from smooth_infomax.training.loop import module_epochs
 
@@ -30,18 +29,10 @@ def audio_dir(tmp_path_factory):
 
 
 def tiny(data, kind="gim", **train):
-    return load_config({
-        "seed": 7,
-        "data": {"path": str(data), "layout": "folder", "crop": 3200, "random_crop": False},
-        "model": {"preset": "paper", "kind": kind, "channels": 8, "gru_hidden": 8},
-        "loss": {"beta": 0.01, "prediction_steps": 3, "negatives": 4, "window": 64},
-        "train": {"epochs": 1, "batch_size": 4, "lr": 2e-3, "progress": False, "log_tensorboard": False,
-                  "schedule": "sequential", **train},
-    })
+    return tiny_folder_config(data, seed=7, kind=kind, train={"epochs": 1, "schedule": "sequential", **train})
 
 
-def weights(run):
-    return {k: v.clone() for k, v in load_encoder(run).state_dict().items()}
+weights = encoder_weights
 
 
 def rows(run):
