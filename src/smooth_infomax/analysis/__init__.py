@@ -6,29 +6,29 @@ Pure functions: numpy arrays in, floats or JSON-ready dicts out, no global state
 """
 
 from .concentration import (
-                            concentration_metrics,
-                            dims_for_energy,
-                            gini,
-                            ics_auc,
-                            ics_dims_to_reach,
-                            normalize_weights,
-                            participation_ratio,
-                            top_k_energy,
+    concentration_metrics,
+    dims_for_energy,
+    gini,
+    ics_auc,
+    ics_dims_to_reach,
+    normalize_weights,
+    participation_ratio,
+    top_k_energy,
 )
 from .disentanglement import dci, discretize, factor_entropies, mig, mutual_info_matrix, sap
 from .gaussianity import (
-                            active_dimensions,
-                            aggregate_kl_per_dim,
-                            aggregate_kl_to_standard_normal,
-                            gaussianity_report,
-                            per_dim_moments,
+    active_dimensions,
+    aggregate_kl_per_dim,
+    aggregate_kl_to_standard_normal,
+    gaussianity_report,
+    per_dim_moments,
 )
 from .plots import ics_curves, latent_histograms, loss_curves, tsne_plot, weight_density_plot
 from .total_correlation import (
-                            gaussian_total_correlation,
-                            knn_total_correlation,
-                            reference_total_correlation,
-                            total_correlation,
+    gaussian_total_correlation,
+    knn_total_correlation,
+    reference_total_correlation,
+    total_correlation,
 )
 
 __all__ = [
