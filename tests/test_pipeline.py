@@ -18,9 +18,13 @@ def tiny_pipeline(tmp_path_factory):
     pytest.importorskip("espeakng_loader")
     out = tmp_path_factory.mktemp("pipeline")
     logs, calls = [], []
-    settings = RuntimeSettings("fixed", 2, notes=["2 torch threads (set by the user)"])
-    results = run_pipeline("quick", out, overrides=TINY_OVERRIDES, preset=TINY, log=logs.append,
-                           rebalance=lambda *args: calls.append(args), runtime=settings)
+
+    class Recording(RuntimeSettings):
+        def rebalance(self, *args):  # a spy: what the pipeline hands to the threading balancer, and when
+            calls.append(args)
+
+    settings = Recording("fixed", 2, notes=["2 torch threads (set by the user)"])
+    results = run_pipeline("quick", out, overrides=TINY_OVERRIDES, preset=TINY, log=logs.append, runtime=settings)
     return out, results, logs, calls
 
 

@@ -60,6 +60,7 @@ from .errors import UserError
 from .features import EncoderSource, extract_features
 from .probe import ProbeSettings, run_probe
 from .runs import data_config, open_run_data
+from .runtime import RuntimeSettings
 from .sources.resolve import resolve_source
 from .stages import Stages
 
@@ -329,11 +330,12 @@ def compare_one(src: Any, spec: str, key: str, data: Path, out: Path, mdir: Path
 
 
 def compare_models(specs: Sequence[str], data: str | Path, out: str | Path, settings: Optional[CompareSettings] = None,
-                   *, log: Callable[[str], None] = print, rebalance: Optional[Callable[[], Any]] = None
+                   *, log: Callable[[str], None] = print, runtime: Optional[RuntimeSettings] = None
                    ) -> dict[str, Any]:
     """Run (or resume) the comparison of ``specs`` on ``data``; write ``out/results.json`` and ``out/report.html``.
 
-    ``rebalance``: called before every stage (the command line: torch threads matched to the free cores)."""
+    ``runtime``: what ``runtime.configure`` decided (the command line passes it); its ``rebalance`` runs before
+    every stage (torch threads matched to the cores other jobs leave free)."""
     st = (settings or CompareSettings()).check()
     if len(specs) < 1:
         raise UserError("--models: give at least one model (run directory, exported model, hf:..., module:...)")
@@ -346,7 +348,7 @@ def compare_models(specs: Sequence[str], data: str | Path, out: str | Path, sett
         raise UserError(f"--data {data} is a {layout} dataset with no labels the probes know; use the synthetic, "
                         f"artificial speech or LibriSpeech layout")
     out = Path(out)
-    stages = Stages(out, log, before=rebalance)
+    stages = Stages(out, log, before=runtime.rebalance if runtime is not None else None)
     raw = [resolve_source(s, device=st.device) for s in specs]
     names = display_names(specs, raw)
     sources = [common_source(src, name) for src, name in zip(raw, names)]
@@ -392,9 +394,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     keys = {f.name for f in dataclasses.fields(CompareSettings)}
     values = {k: v for k, v in vars(args).items() if k in keys and k != "tasks"}
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip()) if args.tasks else None
-    runtime = getattr(args, "runtime", None)
     compare_models(args.models, args.data, args.out, CompareSettings(tasks=tasks, **values),
-                   rebalance=runtime.rebalance if runtime is not None else None)
+                   runtime=getattr(args, "runtime", None))
     return 0
 
 

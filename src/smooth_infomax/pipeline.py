@@ -88,19 +88,16 @@ def _config_file(name: str) -> Any:
 
 def run_pipeline(preset_name: str, out_dir: str | Path, *, data: str | Path | None = None,
                  overrides: list[str] | None = None, log: Callable[[str], None] = print,
-                 preset: Preset | None = None, rebalance: Callable[..., Any] | None = None,
-                 runtime: RuntimeSettings | None = None) -> dict[str, Any]:
+                 preset: Preset | None = None, runtime: RuntimeSettings | None = None) -> dict[str, Any]:
     """Run (or resume) every stage of a preset; ``preset`` replaces the named preset's settings (tests).
 
     ``runtime``: what ``runtime.configure`` decided (the command line passes it): its notes are logged first and
-    saved in ``results.json`` (``timings.runtime``), and its ``rebalance`` is the default ``rebalance``.
-    ``rebalance``: called before every stage and after every training epoch (torch threads matched to the cores
-    other jobs leave free).
+    saved in ``results.json`` (``timings.runtime``), and its ``rebalance`` is called before every stage and after
+    every training epoch (torch threads matched to the cores other jobs leave free).
     """
-    if runtime is not None:
-        rebalance = rebalance or runtime.rebalance
-        for note in runtime.notes:
-            log(f"[runtime] {note}")
+    rebalance = runtime.rebalance if runtime is not None else None
+    for note in runtime.notes if runtime is not None else []:
+        log(f"[runtime] {note}")
     if preset is None:
         if preset_name not in PRESETS:
             raise UserError(f"--preset {preset_name!r}: choose from {', '.join(PRESETS)}")
